@@ -1,0 +1,7 @@
+"""bayeslin: scalable Bayesian linear models and linearised Laplace, scikit-learn style."""
+
+from .linear_model import BayesianLinearRegressor
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["BayesianLinearRegressor", "__version__"]
