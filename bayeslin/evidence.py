@@ -92,34 +92,44 @@ class SampleDraws:
         return sqrt_prior * self.prior_noise + alpha**0.5 * self.data_noise
 
 
-def estimate_effective_dim(system, samples, data_sq_norms):
+def estimate_effective_dim(system, samples, data_sq_norms, rhs=None):
     """Estimate ``gamma = Tr(H^-1 M)``, ``M = alpha Phi^T W Phi``, from posterior samples.
 
-    Two unbiased per-sample estimates are combined: ``a_j = ||Phi z_j||_B^2``
+    Two unbiased per-sample estimates are combined: ``a_j = z_j^T M z_j``
     (DESIGN.md; its variance ``2 sum r_i^2`` is small when few directions are
     determined by the data) and ``b_j = d - lambda ||z_j||^2`` (variance
     ``2 sum (1 - r_i)^2``, small when most are), where ``r_i`` are the
     eigenvalues of ``H^-1 M``. The weight minimising the empirical variance
     of the combination is used, so the estimate is good in both regimes.
 
+    When the right-hand sides ``Y`` span the whole parameter space (more
+    samples than parameters), ``H^-1 = Z Y^+`` is known and gamma is exact.
+
     Parameters
     ----------
     system : PosteriorPrecision
         With a scalar prior.
     samples : array of shape (d, k)
-        Zero-mean posterior draws.
+        Zero-mean posterior draws ``Z = H^-1 Y``.
     data_sq_norms : array of shape (k,)
         ``alpha * ||W^1/2 Phi z_j||^2`` for each draw.
+    rhs : array of shape (d, k), optional
+        The right-hand sides ``Y`` the draws solve.
 
     Returns
     -------
     gamma : float
     """
     xp = system.xp
-    d = system.shape[0]
+    d, k = samples.shape
+    lam = system.prior
+    if rhs is not None and k > d:
+        Y = to_numpy(rhs)
+        gram = Y @ Y.T
+        if np.linalg.cond(gram) < 1e8:
+            return float(d - lam * np.trace(np.linalg.solve(gram, to_numpy(samples) @ Y.T)))
     a = to_numpy(data_sq_norms)
-    b = d - system.prior * to_numpy(xp.sum(samples * samples, axis=0))
-    k = a.shape[0]
+    b = d - lam * to_numpy(xp.sum(samples * samples, axis=0))
     if k < 2:
         return float(a.mean())
     diff = a - b
@@ -212,6 +222,7 @@ def fit_evidence(
             options.setdefault("random_state", rng)
 
     coef, samples = (None, None) if warm is None else warm
+    last_rhs = [None]
     results, scores = [], []
 
     def e_step(system):
@@ -222,6 +233,7 @@ def fit_evidence(
             coef = res.solution[:, 0]
             return res, fact.effective_dim(system.alpha, system.prior)
         sample_rhs = draws.rhs(system.alpha, system.prior)
+        last_rhs[0] = sample_rhs
         rhs = xp.concat([mean_rhs, sample_rhs], axis=1)
         x0_mean = xp.zeros_like(mean_rhs) if coef is None else coef[:, None]
         # theta_n = A^-1 r: the low-curvature directions start at their optimum.
@@ -235,7 +247,7 @@ def fit_evidence(
     for it in range(max_iter):
         res, gamma = e_step(system)
         results.append(res)
-        sse, gamma_est = _residual_and_gamma(system, y, w, coef, samples)
+        sse, gamma_est = _residual_and_gamma(system, y, w, coef, samples, last_rhs[0])
         gamma = gamma_est if gamma is None else gamma
         if compute_score:
             ld = fact.logdet(alpha, lam) if exact else logdet(system)
@@ -253,7 +265,7 @@ def fit_evidence(
 
     res, gamma = e_step(system)
     results.append(res)
-    sse, gamma_est = _residual_and_gamma(system, y, w, coef, samples)
+    sse, gamma_est = _residual_and_gamma(system, y, w, coef, samples, last_rhs[0])
     gamma = gamma_est if gamma is None else gamma
     if compute_score:
         ld = fact.logdet(alpha, lam) if exact else logdet(system)
@@ -272,7 +284,7 @@ def fit_evidence(
     )
 
 
-def _residual_and_gamma(system, y, w, coef, samples):
+def _residual_and_gamma(system, y, w, coef, samples, rhs):
     """One pass over ``Phi``: the weighted residual sum of squares and, from the samples, gamma."""
     xp = system.xp
     F = system.features
@@ -285,5 +297,5 @@ def _residual_and_gamma(system, y, w, coef, samples):
     if w is not None:
         Pz = Pz * w[:, None] ** 0.5
     sse = scalar(xp.sum(r * r if w is None else w * r * r))
-    gamma = estimate_effective_dim(system, samples, system.alpha * xp.sum(Pz * Pz, axis=0))
+    gamma = estimate_effective_dim(system, samples, system.alpha * xp.sum(Pz * Pz, axis=0), rhs)
     return sse, gamma
