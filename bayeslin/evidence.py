@@ -237,7 +237,7 @@ def fit_evidence(
         rhs = xp.concat([mean_rhs, sample_rhs], axis=1)
         x0_mean = xp.zeros_like(mean_rhs) if coef is None else coef[:, None]
         # theta_n = A^-1 r: the low-curvature directions start at their optimum.
-        x0_samples = sample_rhs / system.prior if samples is None else samples
+        x0_samples = system.prior_solve(sample_rhs) if samples is None else samples
         res = solve(system, rhs, xp.concat([x0_mean, x0_samples], axis=1), **options)
         coef, samples = res.solution[:, 0], res.solution[:, 1:]
         return res, None

@@ -62,6 +62,12 @@ class PosteriorPrecision:
             return self.prior * V
         return self.prior[:, None] * V
 
+    def prior_solve(self, V):
+        """Return ``A^-1 @ V`` (the centre ``theta_n`` of a sample objective, from its right-hand side)."""
+        if self.scalar_prior:
+            return V / self.prior
+        return V / self.prior[:, None]
+
     def data_times(self, V, rows=None, scale=1.0):
         """Return ``scale * alpha * Phi^T W Phi @ V``, or its restriction to ``rows``.
 
