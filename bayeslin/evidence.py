@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._backend import scalar, standard_normal, to_numpy
-from .solvers import PosteriorPrecision, SOLVERS, exact_factorization
+from .solvers import SOLVERS, PosteriorPrecision, SolverResult, exact_factorization
 
 __all__ = ["EvidenceResult", "fit_evidence", "estimate_effective_dim", "SampleDraws"]
 
@@ -229,9 +229,10 @@ def fit_evidence(
         nonlocal coef, samples
         mean_rhs = system.alpha * b
         if exact:
-            res = solve(system, mean_rhs)
-            coef = res.solution[:, 0]
-            return res, fact.effective_dim(system.alpha, system.prior)
+            coef = fact.posterior_mean(system.alpha, system.prior, y, mean_rhs)[:, 0]
+            return SolverResult(coef[:, None], 0, np.zeros(1), True, {"kind": fact.kind}), fact.effective_dim(
+                system.alpha, system.prior
+            )
         sample_rhs = draws.rhs(system.alpha, system.prior)
         last_rhs[0] = sample_rhs
         rhs = xp.concat([mean_rhs, sample_rhs], axis=1)

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -274,7 +274,8 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         sqrt_weights = None if weights is None else np.sqrt(weights)
 
         eps = np.finfo(np.float64).eps
-        y_var = float(np.average(yc**2, weights=weights))
+        # BayesianRidge's start: the (weighted) variance of y, with or without an intercept.
+        y_var = float(np.average((y - np.average(y, weights=weights)) ** 2, weights=weights))
         alpha_init = 1.0 / (y_var + eps) if self.alpha_init is None else self.alpha_init
         lambda_init = 1.0 if self.lambda_init is None else self.lambda_init
         warm = None
@@ -400,6 +401,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             sample-then-optimise problems with the training data.
         """
         check_is_fitted(self)
+        check_scalar(n_samples, "n_samples", Integral, min_val=1)
         rng = check_random_state(random_state)
         system = self._posterior_system
         xp = system.xp
@@ -439,10 +441,12 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             for a single target.
         """
         check_is_fitted(self)
+        check_scalar(n_samples, "n_samples", Integral, min_val=1)
         rng = check_random_state(random_state)
-        X, _ = self._test_features(X)
-        W = self.sample_posterior(n_samples, random_state=rng)
-        f = np.asarray(X @ W.T) + self.intercept_
+        X, features = self._test_features(X)
+        Z = self.sample_posterior(n_samples, random_state=rng) - self.coef_[None, :]
+        # Each draw keeps the fit's centring, as predict(return_std=True) does.
+        f = (np.asarray(X @ self.coef_).ravel() + self.intercept_)[:, None] + features.matmat(Z.T)
         noise = rng.standard_normal(size=f.shape) / np.sqrt(self.alpha_)
         return f + noise
 

@@ -33,7 +33,35 @@ class FeatureOperator:
 
     shape = (0, 0)
     dtype = np.float64
-    xp = None
+
+    @property
+    def xp(self):
+        """Array namespace of the products.
+
+        Built-in operators derive it from their arrays; an operator written
+        by a user may simply assign it. It is stored by name when pickled.
+        """
+        try:
+            return self._xp
+        except AttributeError:
+            raise NotImplementedError(f"{type(self).__name__} must set or define `xp`.") from None
+
+    @xp.setter
+    def xp(self, namespace):
+        self._xp = namespace
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if "_xp" in state:
+            state["_xp"] = state["_xp"].__name__
+        return state
+
+    def __setstate__(self, state):
+        if "_xp" in state:
+            import importlib
+
+            state["_xp"] = importlib.import_module(state["_xp"])
+        self.__dict__.update(state)
 
     def matmat(self, V):
         """Return ``Phi @ V`` for ``V`` of shape ``(d, k)``."""
@@ -84,9 +112,12 @@ class DenseFeatures(FeatureOperator):
 
     def __init__(self, X):
         self.X = X
-        self.xp = get_namespace(X)
         self.shape = tuple(X.shape)
         self.dtype = X.dtype
+
+    @property
+    def xp(self):
+        return get_namespace(self.X)
 
     def matmat(self, V):
         return self.X @ V
@@ -124,9 +155,12 @@ class SparseFeatures(FeatureOperator):
 
     def __init__(self, X):
         self.X = sp.csr_matrix(X)
-        self.xp = get_namespace()
         self.shape = tuple(self.X.shape)
         self.dtype = self.X.dtype
+
+    @property
+    def xp(self):
+        return get_namespace()
 
     def matmat(self, V):
         return np.asarray(self.X @ V)
@@ -169,9 +203,12 @@ class CenteredFeatures(FeatureOperator):
     def __init__(self, base, offset):
         self.base = base
         self.offset = offset
-        self.xp = base.xp
         self.shape = base.shape
         self.dtype = base.dtype
+
+    @property
+    def xp(self):
+        return self.base.xp
 
     def matmat(self, V):
         return self.base.matmat(V) - (self.offset @ V)[None, :]

@@ -40,7 +40,11 @@ class PosteriorPrecision:
         d = features.shape[1]
         self.shape = (d, d)
         self.dtype = features.dtype
-        self.xp = features.xp
+
+    @property
+    def xp(self):
+        """Array namespace of the features."""
+        return self.features.xp
 
     @property
     def n_observations(self):

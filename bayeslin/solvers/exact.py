@@ -50,7 +50,6 @@ class _TridiagonalBasis:
     def __init__(self, G):
         from scipy.linalg import eigvalsh_tridiagonal, lapack
 
-        self._lapack = lapack
         d = G.shape[0]
         lwork = int(lapack.dsytrd_lwork(d, lower=1)[0])
         c, self.diag, self.off, self.tau, info = lapack.dsytrd(G, lower=1, lwork=max(lwork, 1), overwrite_a=1)
@@ -63,7 +62,8 @@ class _TridiagonalBasis:
     def _apply(self, trans, R):
         out = np.array(R, dtype=np.float64, order="F", copy=True)
         if out.shape[0] > 1 and out.shape[1] > 0:
-            lapack = self._lapack
+            from scipy.linalg import lapack
+
             work = lapack.dormqr("L", trans, self.reflectors, self.tau, out[1:], lwork=-1)[1]
             res = lapack.dormqr("L", trans, self.reflectors, self.tau, out[1:], lwork=int(work[0].real))
             out[1:] = res[0]
@@ -79,8 +79,13 @@ class _TridiagonalBasis:
         return alpha * self.diag + lam, alpha * self.off
 
     def shifted_solve(self, alpha, lam, U):
+        from scipy.linalg import lapack
+
         d, e = self._shifted(alpha, lam)
-        *_, x, info = self._lapack.dptsv(d, e, np.asarray(U, dtype=np.float64))
+        U = np.asarray(U, dtype=np.float64)
+        if d.shape[0] == 1:
+            return U / d[0]
+        *_, x, info = lapack.dptsv(d, e, U)
         if info != 0:
             raise np.linalg.LinAlgError(
                 f"alpha*T + lambda*I is not positive definite (LAPACK dptsv info={info}); "
@@ -89,10 +94,12 @@ class _TridiagonalBasis:
         return x
 
     def shifted_inv_sqrt(self, alpha, lam, U):
-        from scipy.linalg import solve_banded
+        from scipy.linalg import lapack, solve_banded
 
         d, e = self._shifted(alpha, lam)
-        dd, ee, info = self._lapack.dpttrf(d, e)
+        if d.shape[0] == 1:
+            return np.asarray(U, dtype=np.float64) / np.sqrt(d[0])
+        dd, ee, info = lapack.dpttrf(d, e)
         if info != 0:
             raise np.linalg.LinAlgError(f"alpha*T + lambda*I is not positive definite (LAPACK dpttrf info={info}).")
         # alpha T + lam I = L D L^T with L unit lower bidiagonal: C = L^-T D^-1/2.
@@ -134,7 +141,6 @@ class ExactFactorization:
     def __init__(self, features, sqrt_weights=None):
         xp = features.xp
         n, d = features.shape
-        self.xp = xp
         self.n_features = d
         if d <= n:
             self.kind = "primal"
@@ -146,11 +152,63 @@ class ExactFactorization:
         else:
             self.kind = "dual"
             self.basis = _EigenBasis(features.kernel(sqrt_weights), xp)
-            V = self.basis.vectors
-            if sqrt_weights is not None:
-                V = V * sqrt_weights[:, None]
-            self.dual_features = features.rmatmat(V)
+        self.features = features
+        self.sqrt_weights = sqrt_weights
+        self._dual_range = None
         self.eigenvalues = self.basis.eigenvalues
+
+    @property
+    def xp(self):
+        """Array namespace of the features."""
+        return self.features.xp
+
+    def _weighted_dual(self, U):
+        """``W^1/2 U`` for ``U`` of shape (n, k)."""
+        return U if self.sqrt_weights is None else U * self.sqrt_weights[:, None]
+
+    @property
+    def dual_range(self):
+        """Orthonormal basis ``U`` (d x r) of the range of ``G`` and its eigenvalues ``s_r``.
+
+        In the dual, ``U = Phi^T W^1/2 V S^-1/2`` over the eigenvalues that are
+        not numerically zero, formed on first use: the evidence loop does not
+        need it (see :meth:`posterior_mean`); solves, predictive variances and
+        exact samples do.
+        """
+        if self._dual_range is None:
+            xp = self.xp
+            s = self.eigenvalues
+            keep = s > float(xp.max(s)) * s.shape[0] * np.finfo(np.float64).eps
+            V = self.basis.vectors[:, keep]
+            s_r = s[keep]
+            U = self.features.rmatmat(self._weighted_dual(V)) / (s_r**0.5)[None, :]
+            self._dual_range = (U, s_r)
+        return self._dual_range
+
+    def posterior_mean(self, alpha, prior, y, rhs):
+        """Return the posterior mean ``H^-1 alpha Phi^T W y``, shape (d, 1).
+
+        Parameters
+        ----------
+        y : array of shape (n,)
+            Targets.
+        rhs : array of shape (d, 1)
+            ``alpha Phi^T W y`` (used by the primal).
+
+        Notes
+        -----
+        The dual takes BayesianRidge's route,
+        ``Phi^T W^1/2 V diag(1 / (s + lambda / alpha)) V^T W^1/2 y``: one pass
+        over ``Phi`` and no cancellation between the data and prior terms.
+        """
+        lam = self._check_prior(prior)
+        if self.kind == "primal":
+            return self.solve(alpha, lam, rhs)
+        xp = self.xp
+        V, s = self.basis.vectors, self.eigenvalues
+        yw = y if self.sqrt_weights is None else y * self.sqrt_weights
+        c = (V.T @ yw) / (s + lam / alpha)
+        return self.features.rmatmat(self._weighted_dual((V @ c)[:, None]))
 
     def _check_prior(self, prior):
         if np.ndim(prior) != 0:
@@ -161,13 +219,23 @@ class ExactFactorization:
         return float(prior)
 
     def solve(self, alpha, prior, R):
-        """Return ``H^-1 R`` for ``R`` of shape ``(d, k)``."""
+        """Return ``H^-1 R`` for ``R`` of shape ``(d, k)``.
+
+        In the dual, ``R`` is split into its part in the range of ``G``
+        (solved with ``alpha s + lambda``) and the rest (divided by
+        ``lambda``), the rest projected out twice so that no part of ``R``
+        in the range leaks into the ``1 / lambda`` term: backward stable
+        however large ``alpha s / lambda`` is.
+        """
         lam = self._check_prior(prior)
         if self.kind == "primal":
             B = self.basis
             return B.from_basis(B.shifted_solve(alpha, lam, B.to_basis(R)))
-        F, s = self.dual_features, self.eigenvalues
-        return (R - F @ ((F.T @ R) * (alpha / (alpha * s + lam))[:, None])) / lam
+        U, s = self.dual_range
+        P = U.T @ R
+        N = R - U @ P
+        N = N - U @ (U.T @ N)
+        return U @ (P / (alpha * s + lam)[:, None]) + N / lam
 
     def inverse_quadratic_forms(self, alpha, prior, rows, chunk_size=1024):
         """Return ``diag(X H^-1 X^T)`` for the rows ``X`` of a feature operator.
@@ -187,9 +255,11 @@ class ExactFactorization:
         lam = self._check_prior(prior)
         s = self.eigenvalues
         if self.kind == "dual":
-            P = rows.matmat(self.dual_features)
-            data = xp.sum(P * P * (alpha / (alpha * s + lam))[None, :], axis=1)
-            return (rows.row_sq_norms() - data) / lam
+            U, s = self.dual_range
+            P = rows.matmat(U)
+            in_range = xp.sum(P * P / (alpha * s + lam)[None, :], axis=1)
+            null = xp.clip(rows.row_sq_norms() - xp.sum(P * P, axis=1), 0.0, None)
+            return in_range + null / lam
         m = rows.shape[0]
         out = []
         for start in range(0, m, chunk_size):
@@ -231,14 +301,15 @@ class ExactFactorization:
         if self.kind == "primal":
             B = self.basis
             return B.from_basis(B.shifted_inv_sqrt(alpha, lam, noise))
-        # Sample-then-optimise with the exact solve: F g2 ~ N(0, G).
-        rhs = lam**0.5 * noise[:d] + alpha**0.5 * (self.dual_features @ noise[d:])
+        # Sample-then-optimise with the exact solve: U S^1/2 g2 ~ N(0, G).
+        U, s = self.dual_range
+        rhs = lam**0.5 * noise[:d] + alpha**0.5 * (U @ (noise[d:] * (s**0.5)[:, None]))
         return self.solve(alpha, lam, rhs)
 
     @property
     def noise_rows(self):
         """Number of standard normal rows :meth:`sample` consumes per draw."""
-        return self.n_features + (0 if self.kind == "primal" else self.eigenvalues.shape[0])
+        return self.n_features + (0 if self.kind == "primal" else self.dual_range[1].shape[0])
 
 
 def exact_factorization(system):
