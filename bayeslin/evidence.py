@@ -66,8 +66,8 @@ class SampleDraws:
     A zero-mean posterior sample is ``z = H^-1 r`` with
     ``r = A theta_0 + Phi^T W^1/2 (sqrt(alpha) xi) ~ N(0, H)``; with
     ``theta_0 = lambda^-1/2 g``, ``r = sqrt(lambda) g + sqrt(alpha) Phi^T W^1/2 xi``.
-    ``g`` and ``Phi^T W^1/2 xi`` are kept, so a new ``(alpha, lambda)`` only
-    rescales them.
+    ``g``, ``xi`` and ``Phi^T W^1/2 xi`` are kept, so a new ``(alpha, lambda)``
+    only rescales them (and ``xi`` feeds one of the estimates of gamma).
 
     Parameters
     ----------
@@ -81,10 +81,9 @@ class SampleDraws:
         n, d = F.shape
         like = getattr(F, "X", None)
         self.prior_noise = standard_normal(rng, (d, n_samples), xp, system.dtype, like)
-        xi = standard_normal(rng, (n, n_samples), xp, system.dtype, like)
-        if system.sqrt_weights is not None:
-            xi = xi * system.sqrt_weights[:, None]
-        self.data_noise = F.rmatmat(xi)
+        self.xi = standard_normal(rng, (n, n_samples), xp, system.dtype, like)
+        wxi = self.xi if system.sqrt_weights is None else self.xi * system.sqrt_weights[:, None]
+        self.data_noise = F.rmatmat(wxi)
 
     def rhs(self, alpha, prior):
         """Return the right-hand sides ``r_j`` at ``(alpha, prior)``, shape (d, k)."""
@@ -92,16 +91,22 @@ class SampleDraws:
         return sqrt_prior * self.prior_noise + alpha**0.5 * self.data_noise
 
 
-def estimate_effective_dim(system, samples, data_sq_norms, rhs=None):
+def estimate_effective_dim(system, samples, data_images, draws, rhs=None):
     """Estimate ``gamma = Tr(H^-1 M)``, ``M = alpha Phi^T W Phi``, from posterior samples.
 
-    Two unbiased per-sample estimates are combined: ``a_j = z_j^T M z_j``
-    (DESIGN.md; its variance ``2 sum r_i^2`` is small when few directions are
-    determined by the data) and ``b_j = d - lambda ||z_j||^2`` (variance
-    ``2 sum (1 - r_i)^2``, small when most are), where ``r_i`` are the
-    eigenvalues of ``H^-1 M``. The weight minimising the empirical variance
-    of the combination is used, so the estimate is good in both regimes.
+    Each draw ``z_j = H^-1 r_j`` gives three unbiased estimates. With
+    ``r_i`` the eigenvalues of ``H^-1 M`` (each in [0, 1)):
 
+    - ``a_j = alpha ||W^1/2 Phi z_j||^2`` (DESIGN.md), variance
+      ``2 sum r_i^2``: small when few directions are determined by the data;
+    - ``b_j = d - lambda ||z_j||^2``, variance about ``2 sum (1 - r_i)^2``
+      over the d parameters: small when nearly all are;
+    - ``c_j = n - xi_j^T (xi_j - sqrt(alpha) W^1/2 Phi z_j)``, with ``xi_j``
+      the data noise behind ``r_j``: the same sum over the n observations,
+      small when nearly every observation is fitted (``gamma`` close to
+      ``n``, where the noise update ``n - gamma`` needs it most).
+
+    The affine combination with the smallest empirical variance is used.
     When the right-hand sides ``Y`` span the whole parameter space (more
     samples than parameters), ``H^-1 = Z Y^+`` is known and gamma is exact.
 
@@ -111,10 +116,12 @@ def estimate_effective_dim(system, samples, data_sq_norms, rhs=None):
         With a scalar prior.
     samples : array of shape (d, k)
         Zero-mean posterior draws ``Z = H^-1 Y``.
-    data_sq_norms : array of shape (k,)
-        ``alpha * ||W^1/2 Phi z_j||^2`` for each draw.
+    data_images : array of shape (n, k)
+        ``W^1/2 Phi Z``.
+    draws : SampleDraws
+        The draws behind ``Y``.
     rhs : array of shape (d, k), optional
-        The right-hand sides ``Y`` the draws solve.
+        The right-hand sides ``Y``.
 
     Returns
     -------
@@ -122,20 +129,31 @@ def estimate_effective_dim(system, samples, data_sq_norms, rhs=None):
     """
     xp = system.xp
     d, k = samples.shape
-    lam = system.prior
+    n = data_images.shape[0]
+    lam, alpha = system.prior, system.alpha
     if rhs is not None and k > d:
         Y = to_numpy(rhs)
         gram = Y @ Y.T
         if np.linalg.cond(gram) < 1e8:
             return float(d - lam * np.trace(np.linalg.solve(gram, to_numpy(samples) @ Y.T)))
-    a = to_numpy(data_sq_norms)
-    b = d - lam * to_numpy(xp.sum(samples * samples, axis=0))
+    xi = draws.xi
+    estimates = np.stack(
+        [
+            to_numpy(alpha * xp.sum(data_images * data_images, axis=0)),
+            d - lam * to_numpy(xp.sum(samples * samples, axis=0)),
+            n - to_numpy(xp.sum(xi * xi, axis=0) - alpha**0.5 * xp.sum(xi * data_images, axis=0)),
+        ],
+        axis=1,
+    )
     if k < 2:
-        return float(a.mean())
-    diff = a - b
-    var_diff = np.var(diff)
-    beta = 0.5 if var_diff <= 0 else float(np.clip(-np.cov(b, diff, bias=True)[0, 1] / var_diff, 0.0, 1.0))
-    return float(np.mean(b + beta * diff))
+        return float(estimates[0, 0])
+    cov = np.cov(estimates, rowvar=False, bias=True)
+    # A ridge of relative size 1e-10 keeps a zero-variance (exact) estimate usable.
+    cov = cov + 1e-10 * max(np.trace(cov), np.finfo(float).tiny) * np.eye(3)
+    weights = np.linalg.solve(cov, np.ones(3))
+    weights /= weights.sum()
+    # gamma lies in [0, min(n, d)]; a noisy estimate must not leave it.
+    return float(np.clip(np.mean(estimates @ weights), 0.0, min(n, d)))
 
 
 def log_evidence(n_eff, d, alpha, lam, sse, coef_sq, logdet, priors):
@@ -187,7 +205,8 @@ def fit_evidence(
     priors : tuple
         ``(alpha_1, alpha_2, lambda_1, lambda_2)``.
     max_iter, tol : int, float
-        BayesianRidge's: stop when the L1 change of the coefficients is < tol.
+        BayesianRidge's: stop when the L1 change of the coefficients is < tol
+        (iterative solvers: and the relative change of alpha and lambda).
     compute_score : bool
     rng : numpy.random.RandomState
     solver_options : dict, optional
@@ -248,7 +267,7 @@ def fit_evidence(
     for it in range(max_iter):
         res, gamma = e_step(system)
         results.append(res)
-        sse, gamma_est = _residual_and_gamma(system, y, w, coef, samples, last_rhs[0])
+        sse, gamma_est = _residual_and_gamma(system, y, w, coef, samples, last_rhs[0], draws)
         gamma = gamma_est if gamma is None else gamma
         if compute_score:
             ld = fact.logdet(alpha, lam) if exact else logdet(system)
@@ -258,15 +277,24 @@ def fit_evidence(
         alpha_1, alpha_2, lambda_1, lambda_2 = priors
         lam = (gamma + 2 * lambda_1) / (scalar(xp.sum(coef * coef)) + 2 * lambda_2)
         alpha = (n_eff - gamma + 2 * alpha_1) / (sse + 2 * alpha_2)
+        if not alpha > 0:
+            raise ValueError(
+                f"The noise update needs the sum of the sample weights ({n_eff:.6g}) to exceed the "
+                f"effective number of parameters ({gamma:.6g}); scale the sample weights up."
+            )
+        # An iterative solve whose warm start already meets its tolerance leaves
+        # coef_ unchanged although alpha and lambda moved, so for those solvers
+        # the hyperparameters must also have settled (relative change < tol).
+        settled = exact or max(abs(alpha / system.alpha - 1), abs(lam / system.prior - 1)) < tol
         system = system.with_hyperparameters(alpha, lam)
-        if it != 0 and scalar(xp.sum(xp.abs(coef_old - coef))) < tol:
+        if it != 0 and settled and scalar(xp.sum(xp.abs(coef_old - coef))) < tol:
             converged = True
             break
         coef_old = xp.asarray(coef, copy=True)
 
     res, gamma = e_step(system)
     results.append(res)
-    sse, gamma_est = _residual_and_gamma(system, y, w, coef, samples, last_rhs[0])
+    sse, gamma_est = _residual_and_gamma(system, y, w, coef, samples, last_rhs[0], draws)
     gamma = gamma_est if gamma is None else gamma
     if compute_score:
         ld = fact.logdet(alpha, lam) if exact else logdet(system)
@@ -285,7 +313,7 @@ def fit_evidence(
     )
 
 
-def _residual_and_gamma(system, y, w, coef, samples, rhs):
+def _residual_and_gamma(system, y, w, coef, samples, rhs, draws):
     """One pass over ``Phi``: the weighted residual sum of squares and, from the samples, gamma."""
     xp = system.xp
     F = system.features
@@ -298,5 +326,4 @@ def _residual_and_gamma(system, y, w, coef, samples, rhs):
     if w is not None:
         Pz = Pz * w[:, None] ** 0.5
     sse = scalar(xp.sum(r * r if w is None else w * r * r))
-    gamma = estimate_effective_dim(system, samples, system.alpha * xp.sum(Pz * Pz, axis=0), rhs)
-    return sse, gamma
+    return sse, estimate_effective_dim(system, samples, Pz, draws, rhs)
