@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._backend import scalar, standard_normal, to_numpy
+from ._backend import get_namespace, scalar, standard_normal, to_numpy
 from .solvers import SOLVERS, PosteriorPrecision, SolverResult, exact_factorization
 
 __all__ = ["EvidenceResult", "fit_evidence", "estimate_effective_dim", "SampleDraws"]
@@ -241,42 +241,49 @@ def fit_evidence(
             options.setdefault("random_state", rng)
 
     coef, samples = (None, None) if warm is None else warm
-    last_rhs = [None]
     results, scores = [], []
+    if exact and fact.kind == "dual":
+        # The whole loop runs in the kernel's eigenbasis: O(n) per step.
+        y_basis = fact.basis.to_basis((y if sqrt_weights is None else y * sqrt_weights)[:, None])[:, 0]
 
     def e_step(system):
+        """Solve at the system's hyperparameters; return (SolverResult, _MeanState, gamma)."""
         nonlocal coef, samples
-        mean_rhs = system.alpha * b
+        alpha, prior = system.alpha, system.prior
+        mean_rhs = alpha * b
         if exact:
-            coef = fact.posterior_mean(system.alpha, system.prior, y, mean_rhs)[:, 0]
-            return SolverResult(coef[:, None], 0, np.zeros(1), True, {"kind": fact.kind}), fact.effective_dim(
-                system.alpha, system.prior
-            )
-        sample_rhs = draws.rhs(system.alpha, system.prior)
-        last_rhs[0] = sample_rhs
+            gamma = fact.effective_dim(alpha, prior)
+            if fact.kind == "dual":
+                return _DIRECT, _SpectralMean(fact, y_basis, alpha, prior), gamma
+            coef = fact.posterior_mean(alpha, prior, y, mean_rhs)[:, 0]
+            sse, _ = _residual_and_gamma(system, y, w, coef, None, None, None)
+            return _DIRECT, _Mean(coef, sse), gamma
+        sample_rhs = draws.rhs(alpha, prior)
         rhs = xp.concat([mean_rhs, sample_rhs], axis=1)
         x0_mean = xp.zeros_like(mean_rhs) if coef is None else coef[:, None]
         # theta_n = A^-1 r: the low-curvature directions start at their optimum.
         x0_samples = system.prior_solve(sample_rhs) if samples is None else samples
         res = solve(system, rhs, xp.concat([x0_mean, x0_samples], axis=1), **options)
         coef, samples = res.solution[:, 0], res.solution[:, 1:]
-        return res, None
+        sse, gamma = _residual_and_gamma(system, y, w, coef, samples, sample_rhs, draws)
+        return res, _Mean(coef, sse), gamma
 
+    def score(alpha, lam, mean):
+        ld = fact.logdet(alpha, lam) if exact else logdet(system)
+        return log_evidence(n_eff, d, alpha, lam, mean.sse, mean.coef_sq, ld, priors)
+
+    alpha_1, alpha_2, lambda_1, lambda_2 = priors
     converged = False
-    coef_old = None
+    mean_old = None
     for it in range(max_iter):
-        res, gamma = e_step(system)
+        res, mean, gamma = e_step(system)
         results.append(res)
-        sse, gamma_est = _residual_and_gamma(system, y, w, coef, samples, last_rhs[0], draws)
-        gamma = gamma_est if gamma is None else gamma
         if compute_score:
-            ld = fact.logdet(alpha, lam) if exact else logdet(system)
-            scores.append(log_evidence(n_eff, d, alpha, lam, sse, scalar(xp.sum(coef * coef)), ld, priors))
+            scores.append(score(alpha, lam, mean))
         if callback is not None:
             callback(it, alpha, lam, gamma, res)
-        alpha_1, alpha_2, lambda_1, lambda_2 = priors
-        lam = (gamma + 2 * lambda_1) / (scalar(xp.sum(coef * coef)) + 2 * lambda_2)
-        alpha = (n_eff - gamma + 2 * alpha_1) / (sse + 2 * alpha_2)
+        lam = (gamma + 2 * lambda_1) / (mean.coef_sq + 2 * lambda_2)
+        alpha = (n_eff - gamma + 2 * alpha_1) / (mean.sse + 2 * alpha_2)
         if not alpha > 0:
             raise ValueError(
                 f"The noise update needs the sum of the sample weights ({n_eff:.6g}) to exceed the "
@@ -287,18 +294,16 @@ def fit_evidence(
         # the hyperparameters must also have settled (relative change < tol).
         settled = exact or max(abs(alpha / system.alpha - 1), abs(lam / system.prior - 1)) < tol
         system = system.with_hyperparameters(alpha, lam)
-        if it != 0 and settled and scalar(xp.sum(xp.abs(coef_old - coef))) < tol:
+        if it != 0 and settled and mean.l1_change(mean_old, tol) < tol:
             converged = True
             break
-        coef_old = xp.asarray(coef, copy=True)
+        mean_old = mean
 
-    res, gamma = e_step(system)
+    res, mean, gamma = e_step(system)
     results.append(res)
-    sse, gamma_est = _residual_and_gamma(system, y, w, coef, samples, last_rhs[0], draws)
-    gamma = gamma_est if gamma is None else gamma
     if compute_score:
-        ld = fact.logdet(alpha, lam) if exact else logdet(system)
-        scores.append(log_evidence(n_eff, d, alpha, lam, sse, scalar(xp.sum(coef * coef)), ld, priors))
+        scores.append(score(alpha, lam, mean))
+    coef = mean.coef
     return EvidenceResult(
         coef=coef,
         samples=samples,
@@ -311,6 +316,58 @@ def fit_evidence(
         system=system,
         solver_results=results,
     )
+
+
+_DIRECT = SolverResult(None, 0, np.zeros(1), True, {"kind": "exact"})
+
+
+class _Mean:
+    """The posterior mean at one evidence step, with what the M-step needs."""
+
+    def __init__(self, coef, sse):
+        self.coef = coef
+        self.sse = sse
+        self.coef_sq = scalar(get_namespace(coef).sum(coef * coef))
+
+    def l1_change(self, other, tol):
+        """``||coef - other.coef||_1`` (BayesianRidge's stopping test)."""
+        return scalar(get_namespace(self.coef).sum(abs(self.coef - other.coef)))
+
+
+class _SpectralMean:
+    """The posterior mean held by its coordinates in the kernel's eigenbasis (dual exact).
+
+    With ``t = V^T W^1/2 y`` and ``c = lambda / alpha``, the dual
+    coefficients are ``V w`` with ``w = t / (s + c)``: ``||coef||^2 =
+    sum s w^2`` and the residual is ``V (c w)``, so an evidence step costs
+    O(n). ``coef`` itself (one pass over ``Phi``) is formed only when the
+    stopping test or the caller needs it.
+    """
+
+    def __init__(self, fact, t, alpha, lam):
+        xp = fact.xp
+        c = lam / alpha
+        self.fact = fact
+        self.s = fact.eigenvalues
+        self.w = t / (self.s + c)
+        self.coef_sq = scalar(xp.sum(self.s * self.w * self.w))
+        self.sse = scalar(xp.sum((c * self.w) ** 2))
+        self._coef = None
+
+    @property
+    def coef(self):
+        if self._coef is None:
+            self._coef = self.fact.dual_coef(self.w)
+        return self._coef
+
+    def l1_change(self, other, tol):
+        """``||coef - other.coef||_1``, skipping the passes when ``||.||_2 >= tol`` already decides it."""
+        xp = self.fact.xp
+        dw = self.w - other.w
+        l2 = scalar(xp.sum(self.s * dw * dw)) ** 0.5
+        if l2 >= tol:
+            return l2
+        return scalar(xp.sum(xp.abs(self.coef - other.coef)))
 
 
 def _residual_and_gamma(system, y, w, coef, samples, rhs, draws):

@@ -21,7 +21,7 @@ __all__ = ["BayesianLinearRegressor"]
 
 # Beyond this many rows of the smaller side the exact solver's cubic
 # factorisation stops paying for itself on a CPU (see asv_bench/).
-_EXACT_MAX_SIDE = 4096
+_EXACT_MAX_SIDE = 8192
 
 _DEFAULT_SOLVER_TOL = {"exact": 0.0, "cg": 1e-6, "sgd": 1e-4}
 _DEFAULT_SOLVER_MAX_ITER = {"exact": 0, "cg": 1000, "sgd": 10000}
@@ -67,7 +67,8 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
     fit_intercept : bool, default=True
         Fit an intercept (centring is implicit for sparse ``X``).
     copy_X : bool, default=True
-        If False, a dense ``X`` may be centred in place.
+        Kept for compatibility with BayesianRidge: centring is implicit, so
+        ``X`` is never copied for it nor overwritten, whatever the value.
     verbose : bool, default=False
         Print the evidence iterations.
     solver : {'auto', 'exact', 'cg', 'sgd'}, default='auto'
@@ -75,7 +76,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         ``X X^T``. ``'cg'``: batched conjugate gradients. ``'sgd'``:
         minibatch SGD with Nesterov momentum and iterate averaging on the
         sample-then-optimise objective. ``'auto'`` takes ``'exact'`` while
-        the smaller side has at most 4096 entries, else ``'cg'``.
+        the smaller of ``n`` and ``d`` is at most 8192, else ``'cg'``.
     n_samples : int, default=16
         Posterior samples solved for during the fit by the iterative solvers;
         they estimate the effective number of parameters and give the
@@ -243,7 +244,6 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             accept_sparse=["csr", "csc", "coo"],
             dtype=np.float64,
             y_numeric=True,
-            force_writeable=True,
         )
         n, d = X.shape
         xp = get_namespace(X, y)
@@ -257,22 +257,17 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError("sample_weight must have at least one positive entry.")
         n_eff = float(n if weights is None else np.sum(weights))
 
-        # Centre with the weighted means: dense X explicitly (as BayesianRidge
-        # does), sparse X implicitly so it stays sparse.
+        # Centre with the weighted means implicitly (Phi = X - 1 m^T), so X is
+        # neither copied nor overwritten and sparse X stays sparse.
         if self.fit_intercept:
             X_offset = _column_means(X, weights)
             y_offset = float(np.average(y, weights=weights))
         else:
             X_offset = np.zeros(d, dtype=X.dtype)
             y_offset = 0.0
-        if sp.issparse(X):
-            features = as_features(X)
-            if self.fit_intercept:
-                features = CenteredFeatures(features, X_offset)
-        else:
-            if self.fit_intercept:
-                X = X - X_offset if self.copy_X else _subtract_inplace(X, X_offset)
-            features = as_features(X)
+        features = as_features(X)
+        if self.fit_intercept:
+            features = CenteredFeatures(features, X_offset)
         yc = y - y_offset
         sqrt_weights = None if weights is None else np.sqrt(weights)
 
@@ -459,11 +454,6 @@ def _column_means(X, weights):
         w = np.ones(X.shape[0]) if weights is None else weights
         return np.asarray(X.T @ w).ravel() / np.sum(w)
     return np.average(X, axis=0, weights=weights)
-
-
-def _subtract_inplace(X, offset):
-    X -= offset
-    return X
 
 
 class _VerboseCallback:

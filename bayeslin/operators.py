@@ -83,6 +83,11 @@ class FeatureOperator:
         """Return ``sum_i w_i Phi_ij^2`` for every column ``j``, shape ``(d,)``."""
         raise NotImplementedError
 
+    def dense(self):
+        """Return ``Phi`` as a dense ``(n, d)`` array (for small row blocks only)."""
+        xp = self.xp
+        return self.rmatmat(xp.eye(self.shape[0], dtype=self.dtype)).T
+
     def gram(self, sqrt_weights=None):
         """Return the dense ``(d, d)`` matrix ``Phi.T W Phi`` with ``W = diag(sqrt_weights**2)``."""
         xp = self.xp
@@ -128,6 +133,9 @@ class DenseFeatures(FeatureOperator):
     def take_rows(self, rows):
         return DenseFeatures(self.xp.take(self.X, rows, axis=0))
 
+    def dense(self):
+        return self.X
+
     def row_sq_norms(self):
         return self.xp.sum(self.X * self.X, axis=1)
 
@@ -170,6 +178,9 @@ class SparseFeatures(FeatureOperator):
 
     def take_rows(self, rows):
         return SparseFeatures(self.X[np.asarray(rows)])
+
+    def dense(self):
+        return self.X.toarray()
 
     def row_sq_norms(self):
         return np.asarray(self.X.multiply(self.X).sum(axis=1)).ravel()
@@ -219,6 +230,9 @@ class CenteredFeatures(FeatureOperator):
 
     def take_rows(self, rows):
         return CenteredFeatures(self.base.take_rows(rows), self.offset)
+
+    def dense(self):
+        return self.base.dense() - self.offset[None, :]
 
     def row_sq_norms(self):
         xp = self.xp

@@ -204,11 +204,13 @@ class ExactFactorization:
         lam = self._check_prior(prior)
         if self.kind == "primal":
             return self.solve(alpha, lam, rhs)
-        xp = self.xp
-        V, s = self.basis.vectors, self.eigenvalues
         yw = y if self.sqrt_weights is None else y * self.sqrt_weights
-        c = (V.T @ yw) / (s + lam / alpha)
-        return self.features.rmatmat(self._weighted_dual((V @ c)[:, None]))
+        t = self.basis.to_basis(yw[:, None])[:, 0]
+        return self.dual_coef(t / (self.eigenvalues + lam / alpha))[:, None]
+
+    def dual_coef(self, w):
+        """Return ``Phi^T W^1/2 V w``: weights from dual coordinates ``w`` (one pass), shape (d,)."""
+        return self.features.rmatmat(self._weighted_dual(self.basis.from_basis(w[:, None])))[:, 0]
 
     def _check_prior(self, prior):
         if np.ndim(prior) != 0:
@@ -265,7 +267,7 @@ class ExactFactorization:
         for start in range(0, m, chunk_size):
             stop = min(m, start + chunk_size)
             sub = rows.take_rows(xp.arange(start, stop))
-            Y = self.basis.to_basis(sub.rmatmat(xp.eye(stop - start, dtype=rows.dtype)))
+            Y = self.basis.to_basis(sub.dense().T)
             out.append(xp.sum(Y * self.basis.shifted_solve(alpha, lam, Y), axis=0))
         return xp.concat(out) if out else xp.zeros(0, dtype=rows.dtype)
 

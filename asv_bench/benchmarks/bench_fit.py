@@ -1,0 +1,81 @@
+"""Fit and predict timings and peak memory of BayesianLinearRegressor, per solver.
+
+The data are those of ``asv_bench/bench_vs_bayesianridge.py`` (drawn from the
+model itself, moderate noise), at sizes small enough that one fit takes at
+most a few seconds on a 2-core CPU: one tall problem (n > d) and one wide
+(n < d). A solver that raises NotImplementedError is reported as skipped.
+The CuPy variant is in ``bench_gpu.py``.
+"""
+
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from bayeslin import BayesianLinearRegressor
+
+warnings.filterwarnings("ignore", category=ConvergenceWarning)
+
+SOLVERS = ["exact", "cg", "sgd"]
+SIZES = ["4000x400", "500x2000"]
+
+
+def make_data(n, d, seed=0, noise=1.0):
+    """Gaussian features, weights ~ N(0, I), noise std = noise * signal std."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    w = rng.standard_normal(d)
+    y = X @ w + 1.0 + (noise * np.sqrt(d)) * rng.standard_normal(n)
+    return X, y
+
+
+def _shape(size):
+    n, d = map(int, size.split("x"))
+    return n, d
+
+
+def _fitted(solver, X, y):
+    """Fit once; raise NotImplementedError (asv: skipped) if the solver is unavailable."""
+    return BayesianLinearRegressor(solver=solver, random_state=0).fit(X, y)
+
+
+class Fit:
+    params = (SOLVERS, SIZES)
+    param_names = ["solver", "n x d"]
+    timeout = 120
+
+    def setup(self, solver, size):
+        self.X, self.y = make_data(*_shape(size))
+        _fitted(solver, self.X[:50, :20], self.y[:50])  # skip early if not implemented
+        self.model = BayesianLinearRegressor(solver=solver, random_state=0)
+
+    def time_fit(self, solver, size):
+        self.model.fit(self.X, self.y)
+
+    def peakmem_fit(self, solver, size):
+        self.model.fit(self.X, self.y)
+
+    def track_n_iter(self, solver, size):
+        return self.model.fit(self.X, self.y).n_iter_
+
+    track_n_iter.unit = "evidence iterations"
+
+
+class Predict:
+    params = (SOLVERS, SIZES)
+    param_names = ["solver", "n x d"]
+    timeout = 120
+
+    def setup(self, solver, size):
+        X, y = make_data(*_shape(size))
+        self.model = _fitted(solver, X, y)
+        self.X_test = make_data(2000, X.shape[1], seed=1)[0]
+
+    def time_predict(self, solver, size):
+        self.model.predict(self.X_test)
+
+    def time_predict_std(self, solver, size):
+        self.model.predict(self.X_test, return_std=True)
+
+    def peakmem_predict_std(self, solver, size):
+        self.model.predict(self.X_test, return_std=True)
