@@ -56,20 +56,14 @@ import warnings
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.datasets import make_data  # noqa: E402  (the data the asv benchmarks use)
+
 DEFAULT_SIZES = ["2000x10000", "20000x5000"]
 QUICK_SIZES = ["300x1000", "2000x300"]
 METHODS = ["BayesianRidge", "auto", "exact", "cg", "sgd"]
 # (n, d): (minimum speed-up over BayesianRidge, whether peak memory must be lower)
 TARGETS = {(2000, 10000): (20.0, False), (20000, 5000): (3.0, True)}
-
-
-def make_data(n, d, seed=0, noise=1.0):
-    """Dense Gaussian features and targets from the model itself (see the module docstring)."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    w = rng.standard_normal(d)
-    y = X @ w + 1.0 + (noise * np.sqrt(d)) * rng.standard_normal(n)
-    return X, y
 
 
 # --------------------------------------------------------------------------

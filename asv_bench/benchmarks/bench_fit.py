@@ -9,24 +9,16 @@ The CuPy variant is in ``bench_gpu.py``.
 
 import warnings
 
-import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from bayeslin import BayesianLinearRegressor
+
+from .datasets import make_data
 
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
 SOLVERS = ["exact", "cg", "sgd"]
 SIZES = ["4000x400", "500x2000"]
-
-
-def make_data(n, d, seed=0, noise=1.0):
-    """Gaussian features, weights ~ N(0, I), noise std = noise * signal std."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    w = rng.standard_normal(d)
-    y = X @ w + 1.0 + (noise * np.sqrt(d)) * rng.standard_normal(n)
-    return X, y
 
 
 def _shape(size):

@@ -10,7 +10,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from bayeslin import BayesianLinearRegressor
 
-from .bench_fit import SOLVERS, _fitted, _shape, make_data
+from .bench_fit import SOLVERS, _fitted, _shape
+from .datasets import make_data
 
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
