@@ -80,7 +80,12 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
     n_samples : int, default=16
         Posterior samples solved for during the fit by the iterative solvers;
         they estimate the effective number of parameters and give the
-        predictive standard deviation. Unused by ``'exact'``.
+        predictive standard deviation. Unused by ``'exact'``. The estimate
+        is exact once ``n_samples`` exceeds the number of features; otherwise
+        ``alpha_`` and ``lambda_`` carry its Monte Carlo error, which a flat
+        evidence (typically ``n < d``, where noise and prior variance are
+        hard to tell apart) magnifies: raise ``n_samples`` there, or use
+        ``'exact'``.
     random_state : int, RandomState instance or None, default=None
         Seeds the posterior samples and the SGD minibatches.
     warm_start : bool, default=False
