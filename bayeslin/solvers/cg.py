@@ -65,7 +65,8 @@ def solve_cg(system, rhs, x0=None, *, tol=1e-6, max_iter=1000, preconditioner=No
         R = R - Q * step[None, :]
         Z = R if inv_diag is None else R * inv_diag
         rz_new = xp.sum(R * Z, axis=0)
-        beta = xp.where(rz > 0, rz_new / xp.where(rz > 0, rz, xp.ones_like(rz)), xp.zeros_like(rz))
+        # Converged columns are frozen: no step, and no search direction to carry.
+        beta = xp.where(active & (rz > 0), rz_new / xp.where(rz > 0, rz, xp.ones_like(rz)), xp.zeros_like(rz))
         P = Z + P * beta[None, :]
         rz = rz_new
         rel = xp.where(active, xp.linalg.vector_norm(R, axis=0) / rhs_norm, rel)
