@@ -11,7 +11,7 @@ The random draws behind the samples are made once and rescaled when
 and the warm starts stay close.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -45,7 +45,8 @@ class EvidenceResult:
     system : PosteriorPrecision
         The posterior precision at the final hyperparameters.
     solver_results : list of SolverResult
-        The last solve (the one the outputs come from) is the last entry.
+        One per solve, without the solutions; the last is the solve the
+        outputs come from.
     """
 
     coef: object
@@ -247,7 +248,7 @@ def fit_evidence(
         y_basis = fact.basis.to_basis((y if sqrt_weights is None else y * sqrt_weights)[:, None])[:, 0]
 
     def e_step(system):
-        """Solve at the system's hyperparameters; return (SolverResult, _MeanState, gamma)."""
+        """Solve at the system's hyperparameters; return (SolverResult, mean, gamma)."""
         nonlocal coef, samples
         alpha, prior = system.alpha, system.prior
         mean_rhs = alpha * b
@@ -277,7 +278,8 @@ def fit_evidence(
     mean_old = None
     for it in range(max_iter):
         res, mean, gamma = e_step(system)
-        results.append(res)
+        # Only the diagnostics are kept: the solutions are d x (k + 1) each.
+        results.append(replace(res, solution=None))
         if compute_score:
             scores.append(score(alpha, lam, mean))
         if callback is not None:
