@@ -257,7 +257,7 @@ def fit_evidence(
             if fact.kind == "dual":
                 return _DIRECT, _SpectralMean(fact, y_basis, alpha, prior), gamma
             coef = fact.posterior_mean(alpha, prior, y, mean_rhs)[:, 0]
-            sse, _ = _residual_and_gamma(system, y, w, coef, None, None, None)
+            sse = _weighted_sse(system, y, w, features.matmat(coef[:, None])[:, 0])
             return _DIRECT, _Mean(coef, sse), gamma
         sample_rhs = draws.rhs(alpha, prior)
         rhs = xp.concat([mean_rhs, sample_rhs], axis=1)
@@ -372,17 +372,15 @@ class _SpectralMean:
         return scalar(xp.sum(xp.abs(self.coef - other.coef)))
 
 
+def _weighted_sse(system, y, w, fitted):
+    """``sum_i w_i (y_i - fitted_i)^2``."""
+    r = y - fitted
+    return scalar(system.xp.sum(r * r if w is None else w * r * r))
+
+
 def _residual_and_gamma(system, y, w, coef, samples, rhs, draws):
     """One pass over ``Phi``: the weighted residual sum of squares and, from the samples, gamma."""
     xp = system.xp
-    F = system.features
-    if samples is None:
-        r = y - F.matmat(coef[:, None])[:, 0]
-        return scalar(xp.sum(r * r if w is None else w * r * r)), None
-    P = F.matmat(xp.concat([coef[:, None], samples], axis=1))
-    r = y - P[:, 0]
-    Pz = P[:, 1:]
-    if w is not None:
-        Pz = Pz * w[:, None] ** 0.5
-    sse = scalar(xp.sum(r * r if w is None else w * r * r))
-    return sse, estimate_effective_dim(system, samples, Pz, draws, rhs)
+    P = system.features.matmat(xp.concat([coef[:, None], samples], axis=1))
+    Pz = P[:, 1:] if w is None else P[:, 1:] * w[:, None] ** 0.5
+    return _weighted_sse(system, y, w, P[:, 0]), estimate_effective_dim(system, samples, Pz, draws, rhs)
