@@ -405,7 +405,10 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         check_scalar(n_samples, "n_samples", Integral, min_val=1)
-        rng = check_random_state(random_state)
+        return self.coef_[None, :] + self._zero_mean_draws(n_samples, check_random_state(random_state)).T
+
+    def _zero_mean_draws(self, n_samples, rng):
+        """Draws ``z ~ N(0, H^-1)``, shape (n_features, n_samples)."""
         system = self._posterior_system
         xp = system.xp
         if self.solver_ == "exact":
@@ -426,7 +429,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
                     ConvergenceWarning,
                 )
             z = res.solution
-        return self.coef_[None, :] + z.T
+        return z
 
     def sample_y(self, X, n_samples=1, random_state=None):
         """Draw from the predictive distribution at ``X`` (noise included).
@@ -447,9 +450,10 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         check_scalar(n_samples, "n_samples", Integral, min_val=1)
         rng = check_random_state(random_state)
         X, features = self._test_features(X)
-        Z = self.sample_posterior(n_samples, random_state=rng) - self.coef_[None, :]
         # Each draw keeps the fit's centring, as predict(return_std=True) does.
-        f = (np.asarray(X @ self.coef_).ravel() + self.intercept_)[:, None] + features.matmat(Z.T)
+        f = (np.asarray(X @ self.coef_).ravel() + self.intercept_)[:, None] + features.matmat(
+            self._zero_mean_draws(n_samples, rng)
+        )
         noise = rng.standard_normal(size=f.shape) / np.sqrt(self.alpha_)
         return f + noise
 
