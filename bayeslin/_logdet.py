@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._backend import to_numpy
+from ._backend import asarray_on, to_numpy
 
 __all__ = ["logdet_slq"]
 
@@ -35,9 +35,9 @@ def logdet_slq(system, n_probes=16, n_steps=30, random_state=None):
     rng = check_random_state(random_state)
     m = min(n_steps, d)
     signs = rng.randint(0, 2, size=(d, n_probes)) * 2.0 - 1.0
-    V = xp.asarray(signs / np.sqrt(d), dtype=system.dtype)
+    V = asarray_on(signs / np.sqrt(d), xp, system.features.device, system.dtype)
     V_prev = xp.zeros_like(V)
-    beta_prev = xp.zeros(n_probes, dtype=system.dtype)
+    beta_prev = xp.zeros_like(V[0, :])
     alphas, betas = [], []
     for j in range(m):
         W = system.matmat(V) - V_prev * beta_prev[None, :]

@@ -80,9 +80,8 @@ class SampleDraws:
     def __init__(self, system, n_samples, rng):
         xp, F = system.xp, system.features
         n, d = F.shape
-        like = getattr(F, "X", None)
-        self.prior_noise = standard_normal(rng, (d, n_samples), xp, system.dtype, like)
-        self.xi = standard_normal(rng, (n, n_samples), xp, system.dtype, like)
+        self.prior_noise = standard_normal(rng, (d, n_samples), xp, system.dtype, F.device)
+        self.xi = standard_normal(rng, (n, n_samples), xp, system.dtype, F.device)
         wxi = self.xi if system.sqrt_weights is None else self.xi * system.sqrt_weights[:, None]
         self.data_noise = F.rmatmat(wxi)
 

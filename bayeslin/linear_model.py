@@ -12,18 +12,36 @@ from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from ._backend import get_namespace, standard_normal
+from ._backend import (
+    asarray_on,
+    create,
+    device,
+    get_namespace,
+    is_numpy_namespace,
+    is_out_of_memory,
+    is_sparse,
+    keeps_float32,
+    resolve_device,
+    scalar,
+    standard_normal,
+)
+from ._validation import check_consistent_length, check_device_array, check_device_vector
 from .evidence import SampleDraws, fit_evidence
-from .operators import CenteredFeatures, as_features
+from .operators import CenteredFeatures, as_features, is_feature_protocol
 from .solvers import SOLVERS, exact_factorization
 
 __all__ = ["BayesianLinearRegressor"]
 
 # Beyond this many rows of the smaller side the exact solver's cubic
-# factorisation stops paying for itself on a CPU (see asv_bench/).
+# factorisation stops paying for itself on a CPU (see asv_bench/); a GPU's
+# dense factorisations are fast enough to double it (DESIGN.md section 3).
 _EXACT_MAX_SIDE = 8192
+_EXACT_MAX_SIDE_DEVICE = 16384
 
 _DEFAULT_SOLVER_TOL = {"exact": 0.0, "cg": 1e-6, "sgd": 1e-4}
+# In float32 a relative residual much below 1e-4 is rounding: the products
+# with H themselves carry an error of about eps32 * cond(H).
+_DEFAULT_SOLVER_TOL_FLOAT32 = {"exact": 0.0, "cg": 1e-4, "sgd": 1e-3}
 _DEFAULT_SOLVER_MAX_ITER = {"exact": 0, "cg": 1000, "sgd": 10000}
 
 
@@ -98,6 +116,16 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         ``'sgd'``: 10000 minibatch steps).
     batch_size : int, default=None
         Minibatch size of ``'sgd'`` (chosen from the data when None).
+    device : {None, 'cpu', 'cuda', 'cuda:N'}, default=None
+        Where to compute. ``None`` computes where the data are: NumPy and
+        scipy.sparse on the CPU in float64; CuPy arrays and
+        cupyx.scipy.sparse matrices (or any other array-API array) on their
+        device, float32 staying float32. ``'cuda'`` moves NumPy and
+        scipy.sparse input to the GPU (CuPy is needed) and keeps float32 as
+        float32 there. Fitted attributes and predictions always come back in
+        the namespace and on the device of the input, as scikit-learn's
+        array API support does; the posterior itself stays on the compute
+        device between calls.
 
     Attributes
     ----------
@@ -157,6 +185,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         "solver_tol": [None, Interval(Real, 0, None, closed="neither")],
         "solver_max_iter": [None, Interval(Integral, 1, None, closed="left")],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
+        "device": [None, str],
     }
 
     def __init__(
@@ -181,6 +210,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         solver_tol=None,
         solver_max_iter=None,
         batch_size=None,
+        device=None,
     ):
         self.max_iter = max_iter
         self.tol = tol
@@ -201,27 +231,101 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         self.solver_tol = solver_tol
         self.solver_max_iter = solver_max_iter
         self.batch_size = batch_size
+        self.device = device
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
+        tags.array_api_support = True
         return tags
 
-    def _choose_solver(self, n, d):
+    def _choose_solver(self, n, d, xp):
         if self.solver != "auto":
             return self.solver
-        return "exact" if min(n, d) <= _EXACT_MAX_SIDE else "cg"
+        limit = _EXACT_MAX_SIDE if is_numpy_namespace(xp) else _EXACT_MAX_SIDE_DEVICE
+        return "exact" if min(n, d) <= limit else "cg"
 
-    def _solver_options(self, solver):
+    def _solver_options(self, solver, dtype=np.float64):
         if solver == "exact":
             return {}
+        defaults = _DEFAULT_SOLVER_TOL_FLOAT32 if str(dtype).endswith("float32") else _DEFAULT_SOLVER_TOL
         options = {
-            "tol": _DEFAULT_SOLVER_TOL[solver] if self.solver_tol is None else self.solver_tol,
+            "tol": defaults[solver] if self.solver_tol is None else self.solver_tol,
             "max_iter": _DEFAULT_SOLVER_MAX_ITER[solver] if self.solver_max_iter is None else self.solver_max_iter,
         }
         if solver == "sgd":
             options["batch_size"] = self.batch_size
         return options
+
+    def _validate_X(self, X, reset):
+        """Validate ``X``; return ``(X, placement)``: ``X`` where the model computes, and where ``X`` came from."""
+        if is_feature_protocol(X):
+            validate_data(self, X, reset=reset, skip_check_array=True)
+            features = as_features(X)
+            placement = _Placement(features.xp, features.device)
+            if not reset:
+                self._check_same_placement(placement)
+            return features, placement
+        if self.device is not None:
+            target_xp, target_device = resolve_device(self.device)
+        elif not reset:
+            target_xp, target_device = self._placement.xp, self._placement.device
+        else:
+            target_xp, target_device = None, None
+        if _is_host_input(X):
+            on_host = target_xp is None or is_numpy_namespace(target_xp)
+            X = validate_data(
+                self,
+                X,
+                reset=reset,
+                accept_sparse=["csr", "csc", "coo"],
+                dtype=np.float64 if on_host or not keeps_float32(target_xp, target_device) else [np.float64, np.float32],
+            )
+            placement = _Placement(get_namespace(X), "cpu")
+        else:
+            validate_data(self, X, reset=reset, skip_check_array=True)
+            xp = get_namespace(X.data if is_sparse(X) else X)
+            placement = _Placement(xp, _matrix_device(X))
+            X = check_device_array(X, keep_float32=keeps_float32(xp, placement.device))
+        if not reset:
+            self._check_same_placement(placement)
+        if target_xp is not None:
+            X = _move_matrix(X, target_xp, target_device)
+        if not reset and X.dtype != self._coef.dtype:
+            X = X.astype(self._coef.dtype) if is_sparse(X) else get_namespace(X).astype(X, self._coef.dtype)
+        return X, placement
+
+    def _check_same_placement(self, placement):
+        """Predictions take input from where the fit's came from (scikit-learn's array API rule)."""
+        fitted = self._input_placement
+        same = fitted.xp.__name__ == placement.xp.__name__ and (
+            is_numpy_namespace(fitted.xp) or str(fitted.device) == str(placement.device)
+        )
+        if not same:
+            raise ValueError(
+                f"Inputs passed to {type(self).__name__}.predict() must use the same namespace and the same "
+                f"device as those passed to fit(): fit got {fitted.xp.__name__} arrays on {fitted.device}, "
+                f"this call {placement.xp.__name__} on {placement.device}. Move the input, or set "
+                f"device='cuda' to fit NumPy input on a GPU."
+            )
+
+    def _validate_fit_data(self, X, y, sample_weight):
+        X, placement = self._validate_X(X, reset=True)
+        features = as_features(X)
+        xp, dev, dtype = features.xp, features.device, features.dtype
+        n = features.shape[0]
+        y = check_device_vector(asarray_on(_as_array(y), xp, dev), xp, dev, dtype, name="y", n=n)
+        if sample_weight is not None:
+            if isinstance(sample_weight, Real):
+                sample_weight = np.full(n, float(sample_weight))
+            w = asarray_on(_as_array(sample_weight), xp, dev)
+            w = check_device_vector(w, xp, dev, dtype, name="sample_weight", n=n)
+            if bool(xp.any(w < 0)):
+                raise ValueError("Negative values in data passed to `sample_weight`")
+            if not bool(xp.any(w > 0)):
+                raise ValueError("Sample weights must contain at least one non-zero number.")
+            sample_weight = w
+        return features, y, sample_weight, placement
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -229,10 +333,13 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training data. Sparse input is never densified.
+        X : {array-like, sparse matrix, feature operator} of shape (n_samples, n_features)
+            Training data: NumPy, CuPy or another array-API array,
+            scipy.sparse or cupyx.scipy.sparse (never densified), or a
+            feature operator (see :mod:`bayeslin.operators`), e.g. features
+            generated on the fly.
         y : array-like of shape (n_samples,)
-            Target values.
+            Target values (moved to the namespace and device of ``X``).
         sample_weight : array-like of shape (n_samples,), default=None
             Individual weights for each sample (precision multipliers of the
             noise, as in BayesianRidge).
@@ -242,43 +349,39 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         self : object
             Fitted estimator.
         """
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse=["csr", "csc", "coo"],
-            dtype=np.float64,
-            y_numeric=True,
-        )
-        n, d = X.shape
-        xp = get_namespace(X, y)
-        start = time.perf_counter()
-        solver = self._choose_solver(n, d)
+        features, y, weights, placement = self._validate_fit_data(X, y, sample_weight)
+        try:
+            return self._fit(features, y, weights, placement)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise MemoryError(self._memory_advice(features)) from exc
+            raise
 
-        weights = None
-        if sample_weight is not None:
-            weights = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
-            if not np.any(weights > 0):
-                raise ValueError("sample_weight must have at least one positive entry.")
-        n_eff = float(n if weights is None else np.sum(weights))
+    def _fit(self, features, y, weights, placement):
+        n, d = features.shape
+        xp, dev, dtype = features.xp, features.device, features.dtype
+        start = time.perf_counter()
+        solver = self._choose_solver(n, d, xp)
+        n_eff = float(n) if weights is None else scalar(xp.sum(weights))
 
         # Centre with the weighted means implicitly (Phi = X - 1 m^T), so X is
-        # neither copied nor overwritten and sparse X stays sparse.
+        # neither copied nor overwritten and sparse or implicit X stays so.
+        ones = xp.ones_like(y)
+        w = ones if weights is None else weights
         if self.fit_intercept:
-            X_offset = _column_means(X, weights)
-            y_offset = float(np.average(y, weights=weights))
-        else:
-            X_offset = np.zeros(d, dtype=X.dtype)
-            y_offset = 0.0
-        features = as_features(X)
-        if self.fit_intercept:
+            X_offset = features.rmatmat(w[:, None])[:, 0] / n_eff
+            y_offset = scalar(xp.sum(w * y)) / n_eff
             features = CenteredFeatures(features, X_offset)
+        else:
+            X_offset = create(xp, "zeros", d, dtype=dtype, device_=dev)
+            y_offset = 0.0
         yc = y - y_offset
-        sqrt_weights = None if weights is None else np.sqrt(weights)
+        sqrt_weights = None if weights is None else weights**0.5
 
         eps = np.finfo(np.float64).eps
         # BayesianRidge's start: the (weighted) variance of y, with or without an intercept.
-        y_var = float(np.average((y - np.average(y, weights=weights)) ** 2, weights=weights))
+        y_mean = scalar(xp.sum(w * y)) / n_eff
+        y_var = scalar(xp.sum(w * (y - y_mean) ** 2)) / n_eff
         alpha_init = 1.0 / (y_var + eps) if self.alpha_init is None else self.alpha_init
         lambda_init = 1.0 if self.lambda_init is None else self.lambda_init
         warm = None
@@ -288,7 +391,10 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             samples = self.posterior_samples_
             if samples is not None and samples.shape[0] != self.n_samples:
                 samples = None
-            warm = (xp.asarray(self.coef_, copy=True), None if samples is None else samples.T.copy())
+            warm = (
+                asarray_on(self.coef_, xp, dev, dtype),
+                None if samples is None else asarray_on(samples, xp, dev, dtype).T,
+            )
 
         logdet = None
         if self.compute_score and solver != "exact":
@@ -297,6 +403,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             def logdet(system):
                 return logdet_slq(system, random_state=rng)
 
+        options = self._solver_options(solver, dtype)
         callback = _VerboseCallback(solver) if self.verbose else None
         result = fit_evidence(
             features,
@@ -312,7 +419,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             tol=self.tol,
             compute_score=self.compute_score,
             rng=rng,
-            solver_options=self._solver_options(solver),
+            solver_options=options,
             warm=warm,
             logdet=logdet,
             callback=callback,
@@ -322,9 +429,9 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         if not last.converged:
             warnings.warn(
                 f"solver={solver!r} stopped after {last.n_iter} iterations with relative residual "
-                f"{float(np.max(last.residual_norms)):.2e} above solver_tol="
-                f"{self._solver_options(solver)['tol']:g}; increase solver_max_iter, loosen "
-                f"solver_tol, or use solver='exact' if the problem is small enough.",
+                f"{float(np.max(last.residual_norms)):.2e} above solver_tol={options['tol']:g}; "
+                f"increase solver_max_iter, loosen solver_tol, or use solver='exact' if the problem "
+                f"is small enough.",
                 ConvergenceWarning,
             )
         if not result.converged and self.max_iter > 1:
@@ -334,32 +441,71 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
                 ConvergenceWarning,
             )
 
+        out = placement.to_output
         self.solver_ = solver
-        self.coef_ = result.coef
+        self.coef_ = out(result.coef)
         self.alpha_ = result.alpha
         self.lambda_ = result.lambda_
         self.effective_dim_ = result.effective_dim
         self.n_iter_ = result.n_iter
         if self.compute_score:
             self.scores_ = np.asarray(result.scores)
-        self.X_offset_ = X_offset
-        self.intercept_ = y_offset - float(X_offset @ result.coef) if self.fit_intercept else 0.0
-        self.posterior_samples_ = None if result.samples is None else result.samples.T
+        self.X_offset_ = out(X_offset)
+        self.intercept_ = y_offset - scalar(xp.sum(X_offset * result.coef)) if self.fit_intercept else 0.0
+        self.posterior_samples_ = None if result.samples is None else out(result.samples.T)
+        # The posterior stays where it was computed; predictions move their input there.
         self._posterior_system = result.system
+        self._coef = result.coef
+        self._X_offset = X_offset
+        self._posterior_samples = result.samples
+        self._placement = _Placement(xp, dev)
+        self._input_placement = placement
         self.fit_time_ = time.perf_counter() - start
         return self
 
+    def _memory_advice(self, features):
+        n, d = features.shape
+        k = self.n_samples + 1
+        solver = self._choose_solver(n, d, features.xp)
+        itemsize = features.xp.finfo(features.dtype).bits // 8
+        gib = 2.0**30
+        if solver == "exact":
+            side = min(n, d)
+            need = 3 * side * side * itemsize / gib
+            return (
+                f"Out of memory in solver='exact': it factorises a {side} x {side} matrix (about "
+                f"{need:.3g} GiB with workspace). Use solver='cg' or 'sgd', which never form it."
+            )
+        need = (6 * d + 2 * n) * k * itemsize / gib
+        hint = "lower n_samples"
+        if solver == "sgd":
+            hint += " or batch_size"
+        return (
+            f"Out of memory in solver={solver!r}: its iterates are {k} vectors of size d={d} "
+            f"(about {need:.3g} GiB with the products over n={n} rows, besides X itself): {hint}; "
+            f"implicit features bound their memory with a smaller batch_rows."
+        )
+
     def _test_features(self, X):
-        """Validated test data as a centred feature operator."""
-        X = validate_data(self, X, accept_sparse=["csr", "csc", "coo"], dtype=np.float64, reset=False)
-        return X, CenteredFeatures(as_features(X), self.X_offset_)
+        """Validated test data as ``(centred operator, output placement)`` on the model's device."""
+        X, placement = self._validate_X(X, reset=False)
+        base = as_features(X)
+        return base, CenteredFeatures(base, self._X_offset), placement
+
+    def _guard_memory(self, func, features):
+        try:
+            return func()
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise MemoryError(self._memory_advice(features)) from exc
+            raise
 
     def predict(self, X, return_std=False):
         """Predict with the posterior mean, optionally with the predictive standard deviation.
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, feature operator} of shape (n_samples, n_features)
             Query points.
         return_std : bool, default=False
             Also return the standard deviation of the predictive distribution,
@@ -370,22 +516,28 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        y_mean : ndarray of shape (n_samples,)
-        y_std : ndarray of shape (n_samples,)
+        y_mean : array of shape (n_samples,)
+            In the namespace and on the device of ``X``.
+        y_std : array of shape (n_samples,)
             Only if ``return_std``.
         """
         check_is_fitted(self)
-        X, features = self._test_features(X)
-        y_mean = np.asarray(X @ self.coef_).ravel() + self.intercept_
+        base, features, placement = self._test_features(X)
+        return self._guard_memory(lambda: self._predict(base, features, placement, return_std), base)
+
+    def _predict(self, base, features, placement, return_std):
+        xp = base.xp
+        y_mean = base.matmat(self._coef[:, None])[:, 0] + self.intercept_
         if not return_std:
-            return y_mean
+            return placement.to_output(y_mean)
         if self.solver_ == "exact":
             fact = exact_factorization(self._posterior_system)
             var = fact.inverse_quadratic_forms(self.alpha_, self.lambda_, features)
         else:
-            P = features.matmat(self.posterior_samples_.T)
-            var = np.mean(P * P, axis=1)
-        return y_mean, np.sqrt(np.maximum(var, 0.0) + 1.0 / self.alpha_)
+            P = features.matmat(self._posterior_samples)
+            var = xp.mean(P * P, axis=1)
+        std = (xp.clip(var, 0.0, None) + 1.0 / self.alpha_) ** 0.5
+        return placement.to_output(y_mean), placement.to_output(std)
 
     def sample_posterior(self, n_samples=1, random_state=None):
         """Draw weight vectors from the posterior.
@@ -398,27 +550,31 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        coef_samples : ndarray of shape (n_samples, n_features)
-            Draws of the weights (the intercept is not included). Exact for
+        coef_samples : array of shape (n_samples, n_features)
+            Draws of the weights (the intercept is not included), in the
+            namespace and on the device of the training input. Exact for
             ``solver='exact'``; the iterative solvers solve a fresh block of
             sample-then-optimise problems with the training data.
         """
         check_is_fitted(self)
         check_scalar(n_samples, "n_samples", Integral, min_val=1)
-        return self.coef_[None, :] + self._zero_mean_draws(n_samples, check_random_state(random_state)).T
+        rng = check_random_state(random_state)
+        features = self._posterior_system.features
+        draws = self._guard_memory(lambda: self._zero_mean_draws(n_samples, rng), features)
+        return _Placement(get_namespace(self.coef_), device(self.coef_)).to_output(self._coef[None, :] + draws.T)
 
     def _zero_mean_draws(self, n_samples, rng):
-        """Draws ``z ~ N(0, H^-1)``, shape (n_features, n_samples)."""
+        """Draws ``z ~ N(0, H^-1)``, shape (n_features, n_samples), on the model's device."""
         system = self._posterior_system
         xp = system.xp
         if self.solver_ == "exact":
             fact = exact_factorization(system)
-            noise = standard_normal(rng, (fact.noise_rows, n_samples), xp, system.dtype)
+            noise = standard_normal(rng, (fact.noise_rows, n_samples), xp, system.dtype, system.features.device)
             z = fact.sample(system.alpha, system.prior, noise)
         else:
             draws = SampleDraws(system, n_samples, rng)
             rhs = draws.rhs(system.alpha, system.prior)
-            options = self._solver_options(self.solver_)
+            options = self._solver_options(self.solver_, system.dtype)
             if self.solver_ == "sgd":
                 options["random_state"] = rng
             res = SOLVERS[self.solver_](system, rhs, system.prior_solve(rhs), **options)
@@ -436,33 +592,93 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_queries, n_features)
+        X : {array-like, sparse matrix, feature operator} of shape (n_queries, n_features)
         n_samples : int, default=1
         random_state : int, RandomState instance or None, default=None
 
         Returns
         -------
-        y_samples : ndarray of shape (n_queries, n_samples)
+        y_samples : array of shape (n_queries, n_samples)
             As :meth:`sklearn.gaussian_process.GaussianProcessRegressor.sample_y`
-            for a single target.
+            for a single target, in the namespace and on the device of ``X``.
         """
         check_is_fitted(self)
         check_scalar(n_samples, "n_samples", Integral, min_val=1)
         rng = check_random_state(random_state)
-        X, features = self._test_features(X)
-        # Each draw keeps the fit's centring, as predict(return_std=True) does.
-        f = (np.asarray(X @ self.coef_).ravel() + self.intercept_)[:, None] + features.matmat(
-            self._zero_mean_draws(n_samples, rng)
-        )
-        noise = rng.standard_normal(size=f.shape) / np.sqrt(self.alpha_)
-        return f + noise
+        base, features, placement = self._test_features(X)
+
+        def draw():
+            # Each draw keeps the fit's centring, as predict(return_std=True) does.
+            mean = base.matmat(self._coef[:, None]) + self.intercept_
+            f = mean + features.matmat(self._zero_mean_draws(n_samples, rng))
+            noise = standard_normal(rng, tuple(f.shape), base.xp, base.dtype, base.device)
+            return placement.to_output(f + noise / self.alpha_**0.5)
+
+        return self._guard_memory(draw, base)
 
 
-def _column_means(X, weights):
-    if sp.issparse(X):
-        w = np.ones(X.shape[0]) if weights is None else weights
-        return np.asarray(X.T @ w).ravel() / np.sum(w)
-    return np.average(X, axis=0, weights=weights)
+class _Placement:
+    """Where arrays live: a namespace and a device; moves results there."""
+
+    def __init__(self, xp, device_):
+        self.xp = xp
+        self.device = device_
+
+    def __getstate__(self):
+        # Modules do not pickle: keep the namespace by name.
+        return {"xp": self.xp.__name__, "device": self.device}
+
+    def __setstate__(self, state):
+        import importlib
+
+        self.xp = importlib.import_module(state["xp"])
+        self.device = state["device"]
+
+    def to_output(self, a):
+        """``a`` in this namespace and on this device (a no-op when it already is)."""
+        if get_namespace(a).__name__ == self.xp.__name__ and (self.device is None or device(a) == self.device):
+            return a
+        return asarray_on(a, self.xp, self.device)
+
+
+def _is_host_input(X):
+    """NumPy, lists, pandas and scipy.sparse: what sklearn's validate_data takes as it is."""
+    if is_sparse(X):
+        import scipy.sparse as sp
+
+        return sp.issparse(X)
+    if hasattr(X, "__array_namespace__") or hasattr(X, "__cuda_array_interface__") or hasattr(X, "__dlpack__"):
+        return isinstance(X, np.ndarray)
+    return True
+
+
+def _as_array(v):
+    """Array-API arrays as they are; lists, pandas and other host containers as NumPy."""
+    if hasattr(v, "__array_namespace__") or hasattr(v, "__cuda_array_interface__"):
+        return v
+    v = np.asarray(v)
+    if v.dtype.kind not in "biuf":
+        # Object or string targets: numeric strings convert, others fail here (y_numeric).
+        v = v.astype(np.float64)
+    return v
+
+
+def _matrix_device(X):
+    return device(X.data) if is_sparse(X) else device(X)
+
+
+def _move_matrix(X, xp, device_):
+    """Move a dense or sparse matrix to ``xp`` on ``device_`` (once per fit or predict)."""
+    if is_sparse(X):
+        if get_namespace(X).__name__ == xp.__name__:
+            return X
+        if is_numpy_namespace(xp):
+            return X.get()
+        import cupyx.scipy.sparse
+
+        with device_:
+            return cupyx.scipy.sparse.csr_matrix(X)
+    return asarray_on(X, xp, device_)
 
 
 class _VerboseCallback:

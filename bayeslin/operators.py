@@ -4,22 +4,68 @@ The solvers never index into ``Phi``; they only ask an operator for products
 ``Phi @ V`` and ``Phi.T @ U`` on blocks of vectors, for the same products on a
 batch of rows (stochastic solvers), and, for the exact solver, for the dense
 Gram ``Phi.T W Phi`` or kernel ``W^1/2 Phi Phi.T W^1/2`` matrix.
+
+The protocol
+------------
+Anything with ``shape`` ``(n, d)``, ``matmat(V)`` (``Phi @ V`` for ``V`` of
+shape ``(d, k)``) and ``rmatmat(U)`` (``Phi.T @ U`` for ``U`` of shape
+``(n, k)``) can be fitted: :func:`as_features` wraps it. Optional members:
+
+- ``take_rows(rows)``: the same protocol restricted to the integer index
+  array ``rows``. The ``'sgd'`` solver needs it for its minibatches, and
+  so do the defaults of ``row_sq_norms`` and ``dense``.
+- ``dtype`` (float64 when absent), ``xp`` (the array namespace of the
+  products; NumPy when absent) and ``device``.
+- ``row_sq_norms()`` and ``col_sq_norms(weights)``, when they are cheaper
+  than the defaults, which stream the rows in batches.
+
+A :class:`scipy.sparse.linalg.LinearOperator` is accepted as it is; it has no
+row batches, so it works with the ``'cg'`` and ``'exact'`` solvers.
+:class:`RandomFourierFeatures` is a complete example: it generates its
+features on the fly, a batch of rows at a time, so ``d`` can be far larger
+than an ``n x d`` matrix in memory would allow.
 """
+
+import math
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator
 
-from ._backend import get_namespace
+from ._backend import asarray_on, create, device, get_namespace, is_sparse
 
-__all__ = ["FeatureOperator", "DenseFeatures", "SparseFeatures", "CenteredFeatures", "as_features"]
+__all__ = [
+    "FeatureOperator",
+    "DenseFeatures",
+    "SparseFeatures",
+    "CenteredFeatures",
+    "LinearOperatorFeatures",
+    "ImplicitFeatures",
+    "RandomFourierFeatures",
+    "as_features",
+]
+
+# Rows materialised at once by the streaming defaults: bounds their memory
+# by this many bytes, whatever n is.
+_BATCH_BYTES = 256 * 2**20
+
+
+def _row_batches(n, d, itemsize, batch_rows=None):
+    """Yield ``(start, stop)`` of row batches of about ``_BATCH_BYTES`` each."""
+    size = batch_rows or max(1, _BATCH_BYTES // max(1, d * itemsize))
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
 
 
 class FeatureOperator:
     """Interface of a feature matrix ``Phi`` of shape ``(n, d)``.
 
-    Subclasses implement :meth:`matmat`, :meth:`rmatmat`, :meth:`take_rows`
-    and :meth:`row_sq_norms`; :meth:`gram` and :meth:`kernel` have matrix-free
-    defaults that are only used on problems small enough for the exact solver.
+    Subclasses implement :meth:`matmat` and :meth:`rmatmat`, and
+    :meth:`take_rows` when minibatches are wanted. The other methods have
+    defaults that stream row batches (:meth:`row_sq_norms`,
+    :meth:`col_sq_norms`, :meth:`dense`) or use the products on identity
+    blocks (:meth:`gram`, :meth:`kernel`; only the exact solver calls them,
+    on problems small enough for it).
 
     Attributes
     ----------
@@ -29,10 +75,13 @@ class FeatureOperator:
         Floating dtype of the products.
     xp : module
         Array namespace of the products.
+    device : object
+        Device of the products (None: the namespace's default).
     """
 
     shape = (0, 0)
     dtype = np.float64
+    device = None
 
     @property
     def xp(self):
@@ -44,7 +93,7 @@ class FeatureOperator:
         try:
             return self._xp
         except AttributeError:
-            raise NotImplementedError(f"{type(self).__name__} must set or define `xp`.") from None
+            return get_namespace()
 
     @xp.setter
     def xp(self, namespace):
@@ -63,6 +112,12 @@ class FeatureOperator:
             state["_xp"] = importlib.import_module(state["_xp"])
         self.__dict__.update(state)
 
+    def _zeros(self, shape):
+        return create(self.xp, "zeros", shape, dtype=self.dtype, device_=self.device)
+
+    def _eye(self, n):
+        return create(self.xp, "eye", n, dtype=self.dtype, device_=self.device)
+
     def matmat(self, V):
         """Return ``Phi @ V`` for ``V`` of shape ``(d, k)``."""
         raise NotImplementedError
@@ -73,42 +128,76 @@ class FeatureOperator:
 
     def take_rows(self, rows):
         """Return the operator restricted to the integer index array ``rows``."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} gives no row batches (take_rows): solver='sgd' and the streaming "
+            "row statistics need them; use solver='cg' or 'exact', or implement take_rows."
+        )
+
+    def _batches(self):
+        """Yield the operator's rows as dense ``(b, d)`` blocks of bounded memory."""
+        n, d = self.shape
+        for start, stop in _row_batches(n, d, self.xp.finfo(self.dtype).bits // 8):
+            yield start, stop, self.take_rows(create(self.xp, "arange", start, stop, device_=self.device)).dense()
 
     def row_sq_norms(self):
         """Return the squared Euclidean norm of every row of ``Phi``, shape ``(n,)``."""
-        raise NotImplementedError
+        xp = self.xp
+        parts = [xp.sum(B * B, axis=1) for _, _, B in self._batches()]
+        return xp.concat(parts) if parts else self._zeros((0,))
 
     def col_sq_norms(self, weights=None):
         """Return ``sum_i w_i Phi_ij^2`` for every column ``j``, shape ``(d,)``."""
-        raise NotImplementedError
+        xp = self.xp
+        out = self._zeros((self.shape[1],))
+        for start, stop, B in self._batches():
+            sq = B * B
+            out = out + xp.sum(sq if weights is None else sq * weights[start:stop, None], axis=0)
+        return out
 
     def dense(self):
         """Return ``Phi`` as a dense ``(n, d)`` array (for small row blocks only)."""
-        xp = self.xp
-        return self.rmatmat(xp.eye(self.shape[0], dtype=self.dtype)).T
+        return self.rmatmat(self._eye(self.shape[0])).T
 
     def gram(self, sqrt_weights=None):
-        """Return the dense ``(d, d)`` matrix ``Phi.T W Phi`` with ``W = diag(sqrt_weights**2)``."""
-        xp = self.xp
-        n, d = self.shape
-        eye = xp.eye(d, dtype=self.dtype)
-        P = self.matmat(eye)
+        """Return the dense ``(d, d)`` matrix ``Phi.T W Phi`` with ``W = diag(sqrt_weights**2)``.
+
+        Streams row batches when the operator has them, so memory stays
+        ``O(d^2)`` plus one batch; otherwise forms ``Phi`` from ``d`` products.
+        """
+        try:
+            G = self._zeros((self.shape[1], self.shape[1]))
+            for start, stop, B in self._batches():
+                if sqrt_weights is not None:
+                    B = B * sqrt_weights[start:stop, None]
+                G = G + B.T @ B
+            return G
+        except NotImplementedError:
+            pass
+        P = self.matmat(self._eye(self.shape[1]))
         if sqrt_weights is not None:
             P = P * sqrt_weights[:, None]
         return P.T @ P
 
     def kernel(self, sqrt_weights=None):
-        """Return the dense ``(n, n)`` matrix ``W^1/2 Phi Phi.T W^1/2``."""
+        """Return the dense ``(n, n)`` matrix ``W^1/2 Phi Phi.T W^1/2``.
+
+        Streams row batches when the operator has them (one product per
+        batch, ``O(n^2)`` memory plus one batch); otherwise forms ``Phi.T``.
+        """
         xp = self.xp
-        n, d = self.shape
-        eye = xp.eye(n, dtype=self.dtype)
-        P = self.rmatmat(eye if sqrt_weights is None else xp.diag(sqrt_weights))
-        return P.T @ P
+        try:
+            parts = [self.matmat(B.T).T for _, _, B in self._batches()]
+            K = xp.concat(parts, axis=0) if parts else self._zeros((0, 0))
+        except NotImplementedError:
+            P = self.rmatmat(self._eye(self.shape[0]))
+            K = P.T @ P
+        if sqrt_weights is not None:
+            K = K * sqrt_weights[:, None] * sqrt_weights[None, :]
+        return K
 
 
 class DenseFeatures(FeatureOperator):
-    """A dense feature matrix held in memory (NumPy or CuPy).
+    """A dense feature matrix held in memory (NumPy, CuPy or another array-API array).
 
     Parameters
     ----------
@@ -123,6 +212,10 @@ class DenseFeatures(FeatureOperator):
     @property
     def xp(self):
         return get_namespace(self.X)
+
+    @property
+    def device(self):
+        return device(self.X)
 
     def matmat(self, V):
         return self.X @ V
@@ -153,55 +246,87 @@ class DenseFeatures(FeatureOperator):
 
 
 class SparseFeatures(FeatureOperator):
-    """A scipy.sparse feature matrix, used without densifying it.
+    """A scipy.sparse or cupyx.scipy.sparse feature matrix, used without densifying it.
 
     Parameters
     ----------
-    X : scipy.sparse matrix or array of shape (n, d)
-        Converted to CSR once.
+    X : sparse matrix or array of shape (n, d)
+        Converted to CSR once (scipy.sparse stays on the host, cupyx on its GPU).
     """
 
     def __init__(self, X):
-        self.X = sp.csr_matrix(X)
+        self._sparse = _sparse_module(X)
+        self.X = self._sparse.csr_matrix(X)
         self.shape = tuple(self.X.shape)
         self.dtype = self.X.dtype
 
     @property
     def xp(self):
-        return get_namespace()
+        return get_namespace(self.X)
+
+    @property
+    def device(self):
+        return None if self._sparse is sp else device(self.X.data)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_sparse"] = self._sparse.__name__
+        return state
+
+    def __setstate__(self, state):
+        import importlib
+
+        state["_sparse"] = importlib.import_module(state["_sparse"])
+        self.__dict__.update(state)
+
+    def _vector(self, M):
+        """A sparse reduction (matrix type) as a 1-d array of the namespace."""
+        return self.xp.reshape(self.xp.asarray(M), (-1,))
 
     def matmat(self, V):
-        return np.asarray(self.X @ V)
+        return self.xp.asarray(self.X @ V)
 
     def rmatmat(self, U):
-        return np.asarray(self.X.T @ U)
+        return self.xp.asarray(self.X.T @ U)
 
     def take_rows(self, rows):
-        return SparseFeatures(self.X[np.asarray(rows)])
+        return SparseFeatures(self.X[rows])
 
     def dense(self):
         return self.X.toarray()
 
     def row_sq_norms(self):
-        return np.asarray(self.X.multiply(self.X).sum(axis=1)).ravel()
+        return self._vector(self.X.multiply(self.X).sum(axis=1))
 
     def col_sq_norms(self, weights=None):
-        w = np.ones(self.shape[0], dtype=self.dtype) if weights is None else weights
-        return np.asarray(self.X.multiply(self.X).T @ w).ravel()
+        sq = self.X.multiply(self.X)
+        if weights is None:
+            return self._vector(sq.sum(axis=0))
+        return self._vector(sq.T @ weights)
 
     def gram(self, sqrt_weights=None):
-        X = self.X if sqrt_weights is None else sp.diags(sqrt_weights) @ self.X
-        return np.asarray((X.T @ X).toarray())
+        X = self.X if sqrt_weights is None else self._sparse.diags(sqrt_weights) @ self.X
+        return (X.T @ X).toarray()
 
     def kernel(self, sqrt_weights=None):
-        X = self.X if sqrt_weights is None else sp.diags(sqrt_weights) @ self.X
-        return np.asarray((X @ X.T).toarray())
+        X = self.X if sqrt_weights is None else self._sparse.diags(sqrt_weights) @ self.X
+        return (X @ X.T).toarray()
+
+
+def _sparse_module(X):
+    """scipy.sparse, or cupyx.scipy.sparse for a matrix on a GPU."""
+    if sp.issparse(X):
+        return sp
+    import cupyx.scipy.sparse
+
+    return cupyx.scipy.sparse
 
 
 class CenteredFeatures(FeatureOperator):
     """``Phi = base - 1 offset^T``: centring without forming the centred matrix.
 
-    This keeps a sparse matrix sparse when an intercept is fitted.
+    This keeps a sparse matrix sparse, and an implicit one implicit, when an
+    intercept is fitted.
 
     Parameters
     ----------
@@ -220,6 +345,10 @@ class CenteredFeatures(FeatureOperator):
     @property
     def xp(self):
         return self.base.xp
+
+    @property
+    def device(self):
+        return self.base.device
 
     def matmat(self, V):
         return self.base.matmat(V) - (self.offset @ V)[None, :]
@@ -241,7 +370,7 @@ class CenteredFeatures(FeatureOperator):
 
     def col_sq_norms(self, weights=None):
         xp = self.xp
-        w = xp.ones(self.shape[0], dtype=self.dtype) if weights is None else weights
+        w = xp.ones_like(self.base.row_sq_norms()) if weights is None else weights
         m = self.offset
         s = self.base.rmatmat(w[:, None])[:, 0]
         return self.base.col_sq_norms(weights) - 2 * m * s + xp.sum(w) * m * m
@@ -250,11 +379,14 @@ class CenteredFeatures(FeatureOperator):
         # sum_i w_i (x_i - m)(x_i - m)^T expanded so the base stays uncentred.
         xp = self.xp
         n = self.shape[0]
-        w = xp.ones(n, dtype=self.dtype) if sqrt_weights is None else sqrt_weights**2
+        w = self._ones(n) if sqrt_weights is None else sqrt_weights**2
         G = self.base.gram(sqrt_weights)
         s = self.base.rmatmat(w[:, None])[:, 0]
         m = self.offset
         return G - s[:, None] * m[None, :] - m[:, None] * s[None, :] + xp.sum(w) * (m[:, None] * m[None, :])
+
+    def _ones(self, n):
+        return create(self.xp, "ones", n, dtype=self.dtype, device_=self.device)
 
     def kernel(self, sqrt_weights=None):
         xp = self.xp
@@ -266,12 +398,194 @@ class CenteredFeatures(FeatureOperator):
         return K
 
 
+class LinearOperatorFeatures(FeatureOperator):
+    """A :class:`scipy.sparse.linalg.LinearOperator` as features (NumPy, no row batches).
+
+    Parameters
+    ----------
+    op : LinearOperator of shape (n, d)
+    """
+
+    def __init__(self, op):
+        self.op = op
+        self.shape = tuple(op.shape)
+        self.dtype = np.dtype(op.dtype) if op.dtype is not None else np.dtype(np.float64)
+
+    def matmat(self, V):
+        return np.asarray(self.op.matmat(np.asarray(V)))
+
+    def rmatmat(self, U):
+        return np.asarray(self.op.rmatmat(np.asarray(U)))
+
+    def _column_blocks(self):
+        """Yield ``Phi``'s columns as dense ``(n, b)`` blocks: no row access, so ``Phi @ I``."""
+        n, d = self.shape
+        for start, stop in _row_batches(d, n, self.dtype.itemsize):
+            E = np.zeros((d, stop - start), dtype=self.dtype)
+            E[np.arange(start, stop), np.arange(stop - start)] = 1.0
+            yield self.matmat(E)
+
+    def row_sq_norms(self):
+        out = np.zeros(self.shape[0], dtype=self.dtype)
+        for P in self._column_blocks():
+            out += np.sum(P * P, axis=1)
+        return out
+
+    def col_sq_norms(self, weights=None):
+        parts = [np.sum(P * P if weights is None else P * P * weights[:, None], axis=0) for P in self._column_blocks()]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=self.dtype)
+
+
+class ImplicitFeatures(FeatureOperator):
+    """Adapter giving any object with ``shape``, ``matmat`` and ``rmatmat`` the full interface.
+
+    See the module docstring for the protocol. The optional members of
+    ``obj`` (``take_rows``, ``dtype``, ``xp``, ``device``, ``row_sq_norms``,
+    ``col_sq_norms``) are used when present.
+
+    Parameters
+    ----------
+    obj : object
+        The user's operator.
+    """
+
+    def __init__(self, obj):
+        self.obj = obj
+        self.shape = tuple(int(s) for s in obj.shape)
+        self.dtype = getattr(obj, "dtype", None) or np.float64
+        xp = getattr(obj, "xp", None)
+        if xp is not None:
+            self.xp = xp
+        self.device = getattr(obj, "device", None)
+
+    def matmat(self, V):
+        return self.obj.matmat(V)
+
+    def rmatmat(self, U):
+        return self.obj.rmatmat(U)
+
+    def take_rows(self, rows):
+        if not hasattr(self.obj, "take_rows"):
+            return super().take_rows(rows)
+        return as_features(self.obj.take_rows(rows))
+
+    def row_sq_norms(self):
+        if hasattr(self.obj, "row_sq_norms"):
+            return self.obj.row_sq_norms()
+        return super().row_sq_norms()
+
+    def col_sq_norms(self, weights=None):
+        if hasattr(self.obj, "col_sq_norms"):
+            return self.obj.col_sq_norms(weights)
+        return super().col_sq_norms(weights)
+
+
+class RandomFourierFeatures(FeatureOperator):
+    """Random Fourier features of an RBF kernel, generated on the fly in row batches.
+
+    ``Phi_ij = sqrt(2 / d) cos(x_i . omega_j + b_j)`` with
+    ``omega_j ~ N(0, 2 gamma I)`` and ``b_j ~ U(0, 2 pi)``, so that
+    ``Phi Phi^T`` approximates ``exp(-gamma ||x - x'||^2)`` (Rahimi and
+    Recht, 2007; the features of :class:`sklearn.kernel_approximation.RBFSampler`).
+    The ``n x d`` matrix is never stored: each product recomputes the
+    features of ``batch_rows`` rows at a time, so memory is
+    ``O(batch_rows * d + p * d)`` for ``p`` input columns, whatever ``n`` is.
+
+    Parameters
+    ----------
+    X : array of shape (n, p)
+        Inputs (NumPy, CuPy or another array-API array): the features live
+        in its namespace and on its device.
+    n_components : int
+        Number of features ``d``.
+    gamma : float, default=1.0
+        RBF kernel parameter.
+    random_state : int, RandomState instance or None, default=None
+        Draws the frequencies and phases.
+    batch_rows : int, default=None
+        Rows whose features are materialised at once (by default as many
+        as fit in 256 MiB).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayeslin import BayesianLinearRegressor
+    >>> from bayeslin.operators import RandomFourierFeatures
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(-3, 3, size=(500, 1))
+    >>> y = np.sin(X[:, 0]) + 0.1 * rng.standard_normal(500)
+    >>> rff = RandomFourierFeatures(X, n_components=2000, gamma=0.5, random_state=0)
+    >>> reg = BayesianLinearRegressor(solver="cg", random_state=0).fit(rff, y)
+    >>> mean = reg.predict(rff.with_inputs(X[:5]))
+    """
+
+    def __init__(self, X, n_components, gamma=1.0, random_state=None, batch_rows=None, *, _frequencies=None):
+        from sklearn.utils import check_random_state
+
+        xp = get_namespace(X)
+        self.X = X
+        self.shape = (int(X.shape[0]), int(n_components))
+        self.dtype = X.dtype
+        self.gamma = float(gamma)
+        self.batch_rows = batch_rows
+        if _frequencies is None:
+            rng = check_random_state(random_state)
+            p = int(X.shape[1])
+            omega = rng.standard_normal(size=(p, n_components)) * math.sqrt(2.0 * self.gamma)
+            phase = rng.uniform(0.0, 2.0 * math.pi, size=n_components)
+            _frequencies = (asarray_on(omega, xp, device(X), X.dtype), asarray_on(phase, xp, device(X), X.dtype))
+        self.omega, self.phase = _frequencies
+        self.scale = math.sqrt(2.0 / n_components)
+
+    @property
+    def xp(self):
+        return get_namespace(self.X)
+
+    @property
+    def device(self):
+        return device(self.X)
+
+    def with_inputs(self, X):
+        """Return the same features (same frequencies) at new inputs ``X``, e.g. test points."""
+        return RandomFourierFeatures(X, self.shape[1], self.gamma, batch_rows=self.batch_rows, _frequencies=(self.omega, self.phase))
+
+    def _block(self, start, stop):
+        return self.scale * self.xp.cos(self.X[start:stop] @ self.omega + self.phase[None, :])
+
+    def _ranges(self):
+        n, d = self.shape
+        return _row_batches(n, d, self.xp.finfo(self.dtype).bits // 8, self.batch_rows)
+
+    def matmat(self, V):
+        parts = [self._block(start, stop) @ V for start, stop in self._ranges()]
+        return self.xp.concat(parts, axis=0) if parts else self._zeros((0, V.shape[1]))
+
+    def rmatmat(self, U):
+        out = self._zeros((self.shape[1], U.shape[1]))
+        for start, stop in self._ranges():
+            out = out + self._block(start, stop).T @ U[start:stop]
+        return out
+
+    def take_rows(self, rows):
+        return self.with_inputs(self.xp.take(self.X, rows, axis=0))
+
+    def dense(self):
+        return self._block(0, self.shape[0])
+
+    def row_sq_norms(self):
+        parts = [self.xp.sum(self._block(a, b) ** 2, axis=1) for a, b in self._ranges()]
+        return self.xp.concat(parts) if parts else self._zeros((0,))
+
+
 def as_features(X):
     """Wrap ``X`` as a :class:`FeatureOperator`.
 
     Parameters
     ----------
-    X : array, scipy.sparse matrix or FeatureOperator
+    X : array, sparse matrix, LinearOperator, FeatureOperator or protocol object
+        Dense arrays of any array-API namespace, scipy.sparse and
+        cupyx.scipy.sparse matrices, :class:`scipy.sparse.linalg.LinearOperator`,
+        or any object following the protocol of this module.
 
     Returns
     -------
@@ -279,6 +593,17 @@ def as_features(X):
     """
     if isinstance(X, FeatureOperator):
         return X
-    if sp.issparse(X):
+    if is_sparse(X):
         return SparseFeatures(X)
+    if isinstance(X, LinearOperator):
+        return LinearOperatorFeatures(X)
+    if is_feature_protocol(X):
+        return ImplicitFeatures(X)
     return DenseFeatures(X)
+
+
+def is_feature_protocol(X):
+    """Whether ``X`` is an operator (not an array): it has ``matmat``, ``rmatmat`` and ``shape``."""
+    return isinstance(X, (FeatureOperator, LinearOperator)) or (
+        hasattr(X, "matmat") and hasattr(X, "rmatmat") and hasattr(X, "shape") and not hasattr(X, "__array_namespace__")
+    )

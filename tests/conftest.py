@@ -17,6 +17,13 @@ They are exposed as fixtures (``dense``, ``gaussian_check``, ``problem`` ...)
 so the test modules need not import this file.
 """
 
+import os
+
+# scikit-learn's array-API estimator checks (run with array-api-strict, and
+# with CuPy where there is a GPU) need SciPy's array-API mode, which is read
+# when SciPy is first imported: before anything below imports it.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 from types import SimpleNamespace
 
 import numpy as np

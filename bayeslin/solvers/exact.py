@@ -11,6 +11,7 @@ d x d matrix.
 
 import numpy as np
 
+from .._backend import create
 from ._system import SolverResult
 
 __all__ = ["ExactFactorization", "exact_factorization", "solve_exact"]
@@ -178,7 +179,7 @@ class ExactFactorization:
         if self._dual_range is None:
             xp = self.xp
             s = self.eigenvalues
-            keep = s > float(xp.max(s)) * s.shape[0] * np.finfo(np.float64).eps
+            keep = s > float(xp.max(s)) * s.shape[0] * xp.finfo(s.dtype).eps
             V = self.basis.vectors[:, keep]
             s_r = s[keep]
             U = self.features.rmatmat(self._weighted_dual(V)) / (s_r**0.5)[None, :]
@@ -266,10 +267,10 @@ class ExactFactorization:
         out = []
         for start in range(0, m, chunk_size):
             stop = min(m, start + chunk_size)
-            sub = rows.take_rows(xp.arange(start, stop))
+            sub = rows.take_rows(create(xp, "arange", start, stop, device_=rows.device))
             Y = self.basis.to_basis(sub.dense().T)
             out.append(xp.sum(Y * self.basis.shifted_solve(alpha, lam, Y), axis=0))
-        return xp.concat(out) if out else xp.zeros(0, dtype=rows.dtype)
+        return xp.concat(out) if out else create(xp, "zeros", 0, dtype=rows.dtype, device_=rows.device)
 
     def effective_dim(self, alpha, prior):
         """Return ``gamma = Tr(H^-1 alpha G)``, the effective number of parameters."""

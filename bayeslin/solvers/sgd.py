@@ -44,7 +44,7 @@ import numpy as np
 from scipy.linalg import eigh_tridiagonal
 from sklearn.utils import check_random_state
 
-from .._backend import standard_normal, to_numpy
+from .._backend import asarray_on, standard_normal, to_numpy
 from ._system import SolverResult
 
 __all__ = ["solve_sgd"]
@@ -63,6 +63,8 @@ _LANCZOS_STEPS = 20
 # batch costs little progress per pass.
 _MIN_BATCH_SIZE = 1024
 _MAX_STEPS_PER_EPOCH = 256
+# Row orders copied to the device per solve (an epoch uses one, rotated).
+_N_ROW_ORDERS = 4
 
 
 def solve_sgd(system, rhs, x0=None, *, tol=1e-4, max_iter=10000, batch_size=None, random_state=None):
@@ -137,10 +139,15 @@ def solve_sgd(system, rhs, x0=None, *, tol=1e-4, max_iter=10000, batch_size=None
     n_checks = 1
 
     X = Y = anchor
-    ramp = xp.zeros(rhs.shape[1], dtype=rhs.dtype)
+    ramp = xp.zeros_like(rhs[0, :])
     zero, cap = xp.zeros_like(ramp), xp.full_like(ramp, momentum)
     n_iter = 0
-    perm = None
+    if not full:
+        # Row orders are drawn on the host and copied once per solve, not per
+        # epoch: each epoch takes one of them, rotated by a random offset.
+        orders = asarray_on(
+            np.stack([rng.permutation(n) for _ in range(_N_ROW_ORDERS)]), xp, system.features.device
+        )
     while not np.all(rel <= tol) and n_iter < max_iter:
         # Whole epochs between checks, so every row weighs the same in an average.
         n_epochs = max(-(-_MIN_STEPS_PER_CHECK // steps_per_epoch), int(_CHECK_GROWTH * n_iter) // steps_per_epoch)
@@ -153,8 +160,7 @@ def solve_sgd(system, rhs, x0=None, *, tol=1e-4, max_iter=10000, batch_size=None
             if not full:
                 pos = (n_iter + t) % steps_per_epoch
                 if pos == 0:
-                    # One host-to-device copy per epoch; the batches are slices of it.
-                    perm = xp.asarray(rng.permutation(n)[: steps_per_epoch * b])
+                    perm = xp.roll(orders[rng.randint(_N_ROW_ORDERS), :], int(rng.randint(n)))
                 rows = perm[pos * b : (pos + 1) * b]
             D = Y - anchor
             grad = system.data_times(D, rows=rows, scale=n / b) + system.prior_times(D) + anchor_grad
@@ -211,7 +217,7 @@ def _gram_lmax(system, rng, like):
         return cached
     xp = system.xp
     d = system.shape[0]
-    v = standard_normal(rng, (d, 1), xp, like.dtype, like=like)
+    v = standard_normal(rng, (d, 1), xp, like.dtype, system.features.device)
     v = v / xp.linalg.vector_norm(v)
     v_prev = xp.zeros_like(v)
     diag, off = [], []

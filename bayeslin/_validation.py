@@ -1,0 +1,95 @@
+"""Input checks for arrays that scikit-learn's ``check_array`` does not take.
+
+``sklearn.utils.validation.validate_data`` validates NumPy, lists, pandas
+and scipy.sparse input, and the estimators call it for those. A CuPy array, a
+cupyx.scipy.sparse matrix, another array-API array or a feature operator would
+be copied to the host by it (or refused when array-API dispatch is off), so
+for them ``validate_data`` only records ``n_features_in_`` and the checks
+below do the rest, on the device, with scikit-learn's error messages.
+"""
+
+import warnings
+
+from sklearn.exceptions import DataConversionWarning
+
+from ._backend import get_namespace, is_sparse
+
+__all__ = ["check_device_array", "check_device_vector", "check_consistent_length"]
+
+
+def _float_dtype(X, xp, keep_float32):
+    if X.dtype == xp.float64 or (keep_float32 and X.dtype == xp.float32):
+        return X.dtype
+    return xp.float64
+
+
+def check_device_array(X, *, name="X", keep_float32=True):
+    """Check a 2-d array (dense or cupyx sparse) without leaving its device.
+
+    Parameters
+    ----------
+    X : array or sparse matrix of shape (n, d)
+    name : str, default='X'
+        Used in error messages.
+    keep_float32 : bool, default=True
+        Keep float32 input as float32 (other dtypes become float64).
+
+    Returns
+    -------
+    X : array or sparse matrix
+        Floating point, finite.
+    """
+    shape = tuple(X.shape)
+    if len(shape) != 2:
+        raise ValueError(f"Expected 2D array, got array of shape {shape} instead.")
+    if shape[0] < 1:
+        raise ValueError(f"Found array with 0 sample(s) (shape={shape}) while a minimum of 1 is required.")
+    if shape[1] < 1:
+        raise ValueError(f"Found array with 0 feature(s) (shape={shape}) while a minimum of 1 is required.")
+    values = X.data if is_sparse(X) else X
+    xp = get_namespace(values)
+    dtype = _float_dtype(values, xp, keep_float32)
+    if dtype != values.dtype:
+        X = X.astype(dtype) if is_sparse(X) else xp.astype(X, dtype)
+        values = X.data if is_sparse(X) else X
+    _check_finite(values, xp, name)
+    return X
+
+
+def check_device_vector(y, xp, device_, dtype, *, name="y", n=None):
+    """Check a 1-d target or weight vector already in the model's namespace.
+
+    A column vector is flattened with scikit-learn's DataConversionWarning.
+    """
+    shape = tuple(y.shape)
+    if len(shape) == 2 and shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
+            "(n_samples, ), for example using ravel().",
+            DataConversionWarning,
+            stacklevel=3,
+        )
+        y = xp.reshape(y, (-1,))
+    elif len(shape) != 1:
+        raise ValueError(f"{name} should be a 1d array, got an array of shape {shape} instead.")
+    if n is not None and name == "y":
+        check_consistent_length(n, y.shape[0])
+    elif n is not None and y.shape[0] != n:
+        raise ValueError(f"{name}.shape == {tuple(y.shape)}, expected ({n},)!")
+    y = xp.astype(y, dtype) if y.dtype != dtype else y
+    _check_finite(y, xp, name)
+    return y
+
+
+def check_consistent_length(n_X, n_y):
+    """Raise scikit-learn's message when X and y disagree on the number of samples."""
+    if int(n_X) != int(n_y):
+        raise ValueError(f"Found input variables with inconsistent numbers of samples: [{int(n_X)}, {int(n_y)}]")
+
+
+def _check_finite(values, xp, name):
+    # One reduction and one read-back for the common, finite case.
+    if not bool(xp.all(xp.isfinite(values))):
+        if bool(xp.any(xp.isnan(values))):
+            raise ValueError(f"Input {name} contains NaN.")
+        raise ValueError(f"Input {name} contains infinity or a value too large for dtype({values.dtype!r}).")
