@@ -550,7 +550,7 @@ class RandomFourierFeatures(FeatureOperator):
         return RandomFourierFeatures(X, self.shape[1], self.gamma, batch_rows=self.batch_rows, _frequencies=(self.omega, self.phase))
 
     def _block(self, start, stop):
-        return self.scale * self.xp.cos(self.X[start:stop] @ self.omega + self.phase[None, :])
+        return self.scale * self.xp.cos(self.X[start:stop, :] @ self.omega + self.phase[None, :])
 
     def _ranges(self):
         n, d = self.shape
@@ -563,7 +563,7 @@ class RandomFourierFeatures(FeatureOperator):
     def rmatmat(self, U):
         out = self._zeros((self.shape[1], U.shape[1]))
         for start, stop in self._ranges():
-            out = out + self._block(start, stop).T @ U[start:stop]
+            out = out + self._block(start, stop).T @ U[start:stop, :]
         return out
 
     def take_rows(self, rows):

@@ -180,8 +180,11 @@ class ExactFactorization:
             xp = self.xp
             s = self.eigenvalues
             keep = s > float(xp.max(s)) * s.shape[0] * xp.finfo(s.dtype).eps
-            V = self.basis.vectors[:, keep]
-            s_r = s[keep]
+            # eigh sorts ascending, so the kept eigenvalues are a suffix: a
+            # slice, which every array namespace indexes alike.
+            first = s.shape[0] - int(xp.sum(xp.astype(keep, xp.int64)))
+            V = self.basis.vectors[:, first:]
+            s_r = s[first:]
             U = self.features.rmatmat(self._weighted_dual(V)) / (s_r**0.5)[None, :]
             self._dual_range = (U, s_r)
         return self._dual_range
@@ -267,8 +270,7 @@ class ExactFactorization:
         out = []
         for start in range(0, m, chunk_size):
             stop = min(m, start + chunk_size)
-            sub = rows.take_rows(create(xp, "arange", start, stop, device_=rows.device))
-            Y = self.basis.to_basis(sub.dense().T)
+            Y = self.basis.to_basis(_rows_transposed(rows, start, stop))
             out.append(xp.sum(Y * self.basis.shifted_solve(alpha, lam, Y), axis=0))
         return xp.concat(out) if out else create(xp, "zeros", 0, dtype=rows.dtype, device_=rows.device)
 
@@ -306,13 +308,24 @@ class ExactFactorization:
             return B.from_basis(B.shifted_inv_sqrt(alpha, lam, noise))
         # Sample-then-optimise with the exact solve: U S^1/2 g2 ~ N(0, G).
         U, s = self.dual_range
-        rhs = lam**0.5 * noise[:d] + alpha**0.5 * (U @ (noise[d:] * (s**0.5)[:, None]))
+        rhs = lam**0.5 * noise[:d, :] + alpha**0.5 * (U @ (noise[d:, :] * (s**0.5)[:, None]))
         return self.solve(alpha, lam, rhs)
 
     @property
     def noise_rows(self):
         """Number of standard normal rows :meth:`sample` consumes per draw."""
         return self.n_features + (0 if self.kind == "primal" else self.dual_range[1].shape[0])
+
+
+def _rows_transposed(rows, start, stop):
+    """Rows ``start:stop`` of a feature operator as a dense ``(d, stop - start)`` block."""
+    xp = rows.xp
+    try:
+        return rows.take_rows(create(xp, "arange", start, stop, device_=rows.device)).dense().T
+    except NotImplementedError:
+        # No row access (a LinearOperator): Phi^T applied to identity columns.
+        E = create(xp, "eye", rows.shape[0], stop - start, k=-start, dtype=rows.dtype, device_=rows.device)
+        return rows.rmatmat(E)
 
 
 def exact_factorization(system):
