@@ -133,6 +133,15 @@ class FeatureOperator:
             "row statistics need them; use solver='cg' or 'exact', or implement take_rows."
         )
 
+    def gram_times(self, V, weights=None):
+        """Return ``Phi.T @ (w * (Phi @ V))``: the data term of ``H @ V`` (``W = diag(weights)``).
+
+        Two products by default. An operator that generates its features may
+        override it to generate each row batch once for both products.
+        """
+        P = self.matmat(V)
+        return self.rmatmat(P if weights is None else P * weights[:, None])
+
     def _batches(self):
         """Yield the operator's rows as dense ``(b, d)`` blocks of bounded memory."""
         n, d = self.shape
@@ -357,6 +366,26 @@ class CenteredFeatures(FeatureOperator):
         xp = self.xp
         return self.base.rmatmat(U) - self.offset[:, None] * xp.sum(U, axis=0)[None, :]
 
+    def gram_times(self, V, weights=None):
+        if type(self.base).gram_times is FeatureOperator.gram_times:
+            return super().gram_times(V, weights)
+        # The base fuses its two products: keep that, and centre by expanding
+        # (X - 1 m^T)^T W (X - 1 m^T) V, with s = X^T W 1 computed once.
+        xp = self.xp
+        cached = getattr(self, "_weighted_sums", None)
+        if cached is None or cached[0] is not weights:
+            ones = xp.ones_like(self.base.matmat(self.offset[:, None])[:, 0])
+            w = ones if weights is None else weights
+            self._weighted_sums = (weights, self.base.rmatmat(w[:, None])[:, 0], xp.sum(w))
+        _, s, total = self._weighted_sums
+        mV = (self.offset @ V)[None, :]
+        return (
+            self.base.gram_times(V, weights)
+            - s[:, None] * mV
+            - self.offset[:, None] * (s @ V)[None, :]
+            + total * self.offset[:, None] * mV
+        )
+
     def take_rows(self, rows):
         return CenteredFeatures(self.base.take_rows(rows), self.offset)
 
@@ -564,6 +593,15 @@ class RandomFourierFeatures(FeatureOperator):
         out = self._zeros((self.shape[1], U.shape[1]))
         for start, stop in self._ranges():
             out = out + self._block(start, stop).T @ U[start:stop, :]
+        return out
+
+    def gram_times(self, V, weights=None):
+        # Each batch of features is generated once for both products.
+        out = self._zeros((self.shape[1], V.shape[1]))
+        for start, stop in self._ranges():
+            B = self._block(start, stop)
+            P = B @ V
+            out = out + B.T @ (P if weights is None else P * weights[start:stop, None])
         return out
 
     def take_rows(self, rows):

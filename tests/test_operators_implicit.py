@@ -165,3 +165,23 @@ def test_implicit_features_dtype_and_namespace_defaults(matrix):
     assert F.xp.__name__.endswith("numpy")
     assert F.shape == matrix.shape
     assert isinstance(DenseFeatures(matrix).take_rows(np.arange(2)), DenseFeatures)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("centred", [False, True])
+def test_fused_gram_times_matches_dense(inputs, weighted, centred):
+    from bayeslin.operators import CenteredFeatures
+
+    rff = RandomFourierFeatures(inputs, n_components=30, gamma=0.7, random_state=0, batch_rows=11)
+    Phi = rff.dense()
+    rng = np.random.RandomState(6)
+    F = rff
+    if centred:
+        offset = rng.randn(30) * 0.2
+        F, Phi = CenteredFeatures(rff, offset), Phi - offset
+    w = rng.uniform(0.2, 2.0, size=len(inputs)) if weighted else None
+    V = rng.randn(30, 4)
+    expected = Phi.T @ ((Phi @ V) * (1.0 if w is None else w[:, None]))
+    assert_allclose(F.gram_times(V, w), expected, rtol=1e-11, atol=1e-12)
+    # The default (two products) agrees too.
+    assert_allclose(DenseFeatures(Phi).gram_times(V, w), expected, rtol=1e-11, atol=1e-12)

@@ -80,11 +80,11 @@ class PosteriorPrecision:
         typically ``n / len(rows)``.
         """
         F = self.features if rows is None else self.features.take_rows(rows)
-        P = F.matmat(V)
+        w = None
         if self.sqrt_weights is not None:
             w = self.sqrt_weights if rows is None else self.xp.take(self.sqrt_weights, rows)
-            P = P * (w**2)[:, None]
-        return (scale * self.alpha) * F.rmatmat(P)
+            w = w**2
+        return (scale * self.alpha) * F.gram_times(V, w)
 
     def matmat(self, V):
         """Return ``H @ V`` for ``V`` of shape ``(d, k)``: one pass over ``Phi``."""

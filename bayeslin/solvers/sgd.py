@@ -193,11 +193,8 @@ def _default_batch_size(n, s_max, r2):
 
 def _gram_times(system, V):
     """Return ``Phi^T W Phi @ V``, without ``alpha``: what is cached must not depend on it."""
-    F = system.features
-    P = F.matmat(V)
-    if system.sqrt_weights is not None:
-        P = P * (system.sqrt_weights**2)[:, None]
-    return F.rmatmat(P)
+    w = None if system.sqrt_weights is None else system.sqrt_weights**2
+    return system.features.gram_times(V, w)
 
 
 def _gram_lmax(system, rng, like):

@@ -1,0 +1,276 @@
+"""Scale benchmarks: dense, sparse and implicit features, on a GPU or on the CPU.
+
+Each case builds its data on the target device, fits BayesianLinearRegressor
+(posterior mean, ``--n-samples`` samples, tuned ``alpha_`` and ``lambda_``)
+and prints one row per solver: wall time of ``fit`` (synchronised), peak
+memory (GPU: CuPy's memory pool high-water mark; CPU: the process's resident
+set, reset before the fit where Linux allows), and the fitted
+hyperparameters with their difference from a reference fit.
+
+Cases:
+
+``dense``
+    ``n x d`` Gaussian features (float32 on a GPU), ``y = X w + noise``;
+    every solver, and ``auto``. The reference is ``exact``.
+``bandwidth``
+    One pass of the dense operator over a block of 17 right-hand sides,
+    ``P = X @ V`` then ``X.T @ P``, against the memory bandwidth: the bytes
+    of ``X`` read twice over the time, as a fraction of the device's peak
+    (GPU: from its memory clock and bus width; CPU: not reported).
+``sparse``
+    Hashed one-hot features: every row has ``--nnz`` ones at hashed
+    columns of ``d`` (a CSR matrix; cupyx on a GPU). Solver ``cg``; the
+    reference is a cg fit with ``--reference-samples`` samples (default
+    128, 8x the default) and a 100x tighter solver tolerance, whose
+    ``effective_dim_`` the row compares with.
+``rff``
+    Random Fourier features of ``--p`` inputs, ``d`` of them, generated on
+    the fly (:class:`bayeslin.operators.RandomFourierFeatures`); solver
+    ``cg`` with the same kind of reference.
+
+Usage::
+
+    python asv_bench/bench_scale.py --case sparse --n 100000 --d 100000             # CPU
+    python asv_bench/bench_scale.py --device cuda --case dense --n 1000000 --d 4096
+    python asv_bench/bench_scale.py --device cuda --case bandwidth --n 1000000 --d 4096
+    python asv_bench/bench_scale.py --device cuda --case sparse --n 1000000 --d 1000000
+    python asv_bench/bench_scale.py --device cuda --case rff --n 1000000 --d 100000
+"""
+
+import argparse
+import os
+import resource
+import sys
+import time
+import warnings
+
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from bayeslin import BayesianLinearRegressor  # noqa: E402
+from bayeslin.operators import RandomFourierFeatures  # noqa: E402
+
+
+class Device:
+    """The namespace to build data in, a synchronising clock and a peak-memory meter."""
+
+    def __init__(self, name):
+        self.gpu = name.startswith("cuda")
+        if self.gpu:
+            import cupy
+            import cupyx.scipy.sparse
+
+            self.xp, self.sparse = cupy, cupyx.scipy.sparse
+            self.pool = cupy.get_default_memory_pool()
+        else:
+            self.xp, self.sparse = np, sp
+
+    def sync(self):
+        if self.gpu:
+            self.xp.cuda.Device().synchronize()
+
+    def reset_peak(self):
+        if self.gpu:
+            self.sync()
+            self.base = self.pool.total_bytes()
+            self.peak = self.base
+            # CuPy's pool keeps what it allocated: freeing it first makes total_bytes a high-water mark.
+            self.pool.free_all_blocks()
+            self.base = self.pool.used_bytes()
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+            self.base = _rss()
+
+    def peak_gib(self):
+        if self.gpu:
+            self.sync()
+            return (self.pool.total_bytes() - self.base) / 2**30
+        return (_hwm() - self.base) / 2**30
+
+    def peak_bandwidth(self):
+        """Theoretical memory bandwidth in bytes/s (GPU), or None."""
+        if not self.gpu:
+            return None
+        cupy = self.xp
+        dev = cupy.cuda.Device()
+        clock_khz = cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrMemoryClockRate, dev.id)
+        bus_bits = cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrGlobalMemoryBusWidth, dev.id)
+        return 2.0 * clock_khz * 1e3 * bus_bits / 8
+
+
+def _rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _hwm():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def dense_data(dev, n, d, dtype, seed=0):
+    xp = dev.xp
+    rs = xp.random.RandomState(seed)
+    X = rs.standard_normal((n, d), dtype=dtype)
+    w = rs.standard_normal(d, dtype=dtype)
+    f = X @ w
+    y = f + float(xp.std(f)) * rs.standard_normal(n, dtype=dtype) + 1.0
+    return X, y
+
+
+def hashed_one_hot(dev, n, d, nnz, seed=0):
+    """CSR with ``nnz`` ones per row at pseudo-random (hashed) columns, and a target from it."""
+    xp = dev.xp
+    rs = xp.random.RandomState(seed)
+    cols = rs.randint(0, d, size=n * nnz).astype(xp.int32)
+    indptr = xp.arange(0, n * nnz + 1, nnz, dtype=xp.int32)
+    data = xp.ones(n * nnz, dtype=xp.float64)
+    X = dev.sparse.csr_matrix((data, cols, indptr), shape=(n, d))
+    X.sum_duplicates()
+    w = rs.standard_normal(d)
+    f = X @ w
+    y = f + float(xp.std(f)) * rs.standard_normal(n) + 1.0
+    return X, y
+
+
+def rff_data(dev, n, d, p, dtype, seed=0):
+    xp = dev.xp
+    rs = xp.random.RandomState(seed)
+    Z = rs.uniform(-2.0, 2.0, size=(n, p)).astype(dtype)
+    y = xp.sin(2 * Z[:, 0]) * xp.cos(Z[:, 1 % p]) + 0.3 * rs.standard_normal(n).astype(dtype)
+    return RandomFourierFeatures(Z, n_components=d, gamma=0.5, random_state=seed), y
+
+
+def timed_fit(dev, X, y, **params):
+    model = BayesianLinearRegressor(random_state=0, **params)
+    dev.sync()
+    dev.reset_peak()
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, y)
+    dev.sync()
+    seconds = time.perf_counter() - start
+    notes = "; ".join(sorted({str(w.message).split(";")[0][:70] for w in caught}))
+    return model, seconds, dev.peak_gib(), notes
+
+
+def report(label, model, seconds, peak, ref=None, notes=""):
+    row = (
+        f"| {label:<14} | {seconds:8.2f} s | {peak:6.2f} GiB | {model.solver_:>5} | {model.n_iter_:3d} | "
+        f"{model.alpha_:10.4g} | {model.lambda_:10.4g} | {model.effective_dim_:10.5g} |"
+    )
+    if ref is not None:
+        diffs = [
+            abs(model.alpha_ / ref.alpha_ - 1),
+            abs(model.lambda_ / ref.lambda_ - 1),
+            abs(model.effective_dim_ / ref.effective_dim_ - 1),
+        ]
+        row += " " + " / ".join(f"{x:.1e}" for x in diffs) + " |"
+    else:
+        row += " reference |"
+    print(row + (f" {notes}" if notes else ""), flush=True)
+
+
+def header():
+    print("| fit            |     time |  peak mem | solver | EM | alpha_ | lambda_ | effective_dim_ | vs ref: alpha / lambda / gamma |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---|")
+
+
+def case_dense(dev, args):
+    dtype = np.float32 if dev.gpu else np.float64
+    X, y = dense_data(dev, args.n, args.d, dtype)
+    header()
+    ref = None
+    for solver in ["exact", "cg", "sgd", "auto"]:
+        model, seconds, peak, notes = timed_fit(dev, X, y, solver=solver, n_samples=args.n_samples)
+        report(solver, model, seconds, peak, ref, notes)
+        if solver == "exact":
+            ref = model
+
+
+def case_bandwidth(dev, args):
+    xp = dev.xp
+    dtype = np.float32 if dev.gpu else np.float64
+    X, _ = dense_data(dev, args.n, args.d, dtype)
+    V = xp.ones((args.d, args.n_samples + 1), dtype=dtype)
+    for _ in range(2):  # warm-up: cuBLAS picks its kernels
+        X.T @ (X @ V)
+    dev.sync()
+    reps = 10
+    start = time.perf_counter()
+    for _ in range(reps):
+        X.T @ (X @ V)
+    dev.sync()
+    seconds = (time.perf_counter() - start) / reps
+    moved = 2 * X.nbytes  # X is read once per product; V and P are small
+    rate = moved / seconds
+    peak = dev.peak_bandwidth()
+    frac = f"{rate / peak:.0%} of {peak / 1e9:.0f} GB/s" if peak else "peak unknown"
+    print(f"X {args.n} x {args.d} {np.dtype(dtype).name}, k={args.n_samples + 1}: {seconds * 1e3:.2f} ms per pass, {rate / 1e9:.0f} GB/s ({frac})")
+
+
+def case_iterative(dev, args, X, y):
+    # The timed fit runs first, so that its memory peak is not hidden by the reference's.
+    model, seconds, peak, notes = timed_fit(dev, X, y, solver=args.solver, n_samples=args.n_samples, solver_tol=args.solver_tol)
+    ref = None
+    if args.reference_samples:
+        ref_fit = timed_fit(
+            dev, X, y, solver="cg", n_samples=args.reference_samples, solver_tol=args.solver_tol / 100
+        )
+        ref = ref_fit[0]
+    header()
+    if ref is not None:
+        report(f"reference k={args.reference_samples}", *ref_fit[:3], None, ref_fit[3])
+    report(args.solver, model, seconds, peak, ref, notes)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", choices=["dense", "bandwidth", "sparse", "rff"], required=True)
+    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda'")
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--d", type=int, default=100_000)
+    parser.add_argument("--nnz", type=int, default=32, help="non-zeros per row (sparse)")
+    parser.add_argument("--p", type=int, default=8, help="input columns (rff)")
+    parser.add_argument("--n-samples", type=int, default=16)
+    parser.add_argument("--solver", default="cg")
+    parser.add_argument("--solver-tol", type=float, default=None)
+    parser.add_argument(
+        "--reference-samples", type=int, default=128,
+        help="samples of the high-accuracy reference fit (0: none)",
+    )
+    args = parser.parse_args(argv)
+    dev = Device(args.device)
+    print(f"# {args.case} on {args.device}: n={args.n} d={args.d} n_samples={args.n_samples} ({sys.version.split()[0]})")
+    if args.case == "dense":
+        case_dense(dev, args)
+    elif args.case == "bandwidth":
+        case_bandwidth(dev, args)
+    else:
+        if args.solver_tol is None:
+            args.solver_tol = 1e-4 if (dev.gpu and args.case == "rff") else 1e-6
+        if args.case == "sparse":
+            X, y = hashed_one_hot(dev, args.n, args.d, args.nnz)
+        else:
+            X, y = rff_data(dev, args.n, args.d, args.p, np.float32 if dev.gpu else np.float64)
+        case_iterative(dev, args, X, y)
+
+
+if __name__ == "__main__":
+    main()
