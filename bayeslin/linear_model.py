@@ -297,7 +297,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             def logdet(system):
                 return logdet_slq(system, random_state=rng)
 
-        callback = _VerboseCallback(solver) if self.verbose else None
+        callback = _VerboseCallback(solver, self.max_iter) if self.verbose else None
         result = fit_evidence(
             features,
             yc,
@@ -466,15 +466,16 @@ def _column_means(X, weights):
 
 
 class _VerboseCallback:
-    """Plain progress lines for ``verbose=True``."""
+    """Progress of a ``verbose=True`` fit: a tqdm bar if tqdm is installed, else plain lines.
 
-    def __init__(self, solver):
-        self.solver = solver
-        self.start = time.perf_counter()
+    See :class:`bayeslin._progress.EvidenceProgress`; imported here, not at
+    module level, so that this module does not depend on the optional one.
+    """
+
+    def __init__(self, solver, max_iter=None):
+        from ._progress import EvidenceProgress
+
+        self.progress = EvidenceProgress(solver, max_iter)
 
     def __call__(self, it, alpha, lam, gamma, res):
-        print(
-            f"[bayeslin] iter {it:3d}  alpha={alpha:.4g}  lambda={lam:.4g}  gamma={gamma:.4g}  "
-            f"{self.solver}: {res.n_iter} its, max rel. residual {float(np.max(res.residual_norms)):.1e}  "
-            f"({time.perf_counter() - self.start:.2f}s)"
-        )
+        self.progress(it, alpha, lam, gamma, res)
