@@ -166,9 +166,9 @@ axes[0].set_title(f"Mauna Loa CO2: forecast from {SPLIT:.0f}, held-out coverage 
 # the held-out weeks inside a nominal 95% band), but no split makes it
 # overconfident, including 1992, just after the Pinatubo eruption slowed the
 # rise. A model with only the trend and the seasonal features (no anomaly
-# bumps) covers between 3% and 96% of the held-out weeks depending on the
-# split: its independent-noise errors leave no room for the multi-year
-# deviations the data have.
+# bumps) covers between 2% (forecast from 1992) and 64% (from 1997) of the
+# held-out weeks: with independent noise as its only source of error it has no
+# room for the multi-year deviations the data have.
 
 print("\nforecast from  held-out weeks  RMSE (ppm)  coverage")
 for split in [1988, 1990, 1992, 1994, 1996, 1997]:
