@@ -42,9 +42,6 @@ class EvidenceProgress:
     ----------
     solver : str
         Name of the solver, shown with its iteration count and residual.
-    max_iter : int, optional
-        Evidence steps at most (the bar's total). The loop usually stops
-        earlier, at convergence; the bar then ends short of its total.
     use_tqdm : bool, optional
         Force (True) or forbid (False) the tqdm bar. By default the bar is
         used whenever tqdm can be imported.
@@ -61,9 +58,8 @@ class EvidenceProgress:
     ends; an instance that is garbage collected closes itself.
     """
 
-    def __init__(self, solver, max_iter=None, *, use_tqdm=None, file=None):
+    def __init__(self, solver, *, use_tqdm=None, file=None):
         self.solver = solver
-        self.max_iter = max_iter
         # Looked up now, not at import: pytest and sphinx-gallery swap sys.stdout.
         self.file = sys.stdout if file is None else file
         self.start = time.perf_counter()
@@ -75,7 +71,9 @@ class EvidenceProgress:
         self.uses_tqdm = tqdm is not None
         self.bar = None
         if tqdm is not None:
-            self.bar = tqdm(total=max_iter, desc=f"bayeslin {solver}", unit="step", file=self.file, leave=True)
+            # No total: the loop stops at convergence, usually long before
+            # max_iter, so a total would only show a meaningless ETA.
+            self.bar = tqdm(desc=f"bayeslin {solver}", unit="step", file=self.file, leave=True)
 
     def __call__(self, it, alpha, lam, gamma, result):
         self.n_calls += 1

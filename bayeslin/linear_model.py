@@ -297,7 +297,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             def logdet(system):
                 return logdet_slq(system, random_state=rng)
 
-        callback = _VerboseCallback(solver, self.max_iter) if self.verbose else None
+        callback = _VerboseCallback(solver) if self.verbose else None
         result = fit_evidence(
             features,
             yc,
@@ -472,10 +472,10 @@ class _VerboseCallback:
     module level, so that this module does not depend on the optional one.
     """
 
-    def __init__(self, solver, max_iter=None):
+    def __init__(self, solver):
         from ._progress import EvidenceProgress
 
-        self.progress = EvidenceProgress(solver, max_iter)
+        self.progress = EvidenceProgress(solver)
 
     def __call__(self, it, alpha, lam, gamma, res):
         self.progress(it, alpha, lam, gamma, res)
