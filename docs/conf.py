@@ -61,7 +61,6 @@ sphinx_gallery_conf = {
     # Mini-galleries of the examples that use each documented name.
     "doc_module": ("bayeslin",),
     "backreferences_dir": "generated",
-    "reference_url": {"bayeslin": None},
 }
 
 # tqdm bars of verbose fits and run-time notices of third-party libraries
