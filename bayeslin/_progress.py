@@ -3,8 +3,10 @@
 A fit's evidence loop calls its callback once per evidence (EM) step with the
 current hyperparameters and the solver's diagnostics. :class:`EvidenceProgress`
 turns those calls into a tqdm progress bar when tqdm is installed (it is an
-optional dependency, in the ``examples`` extra) and into plain log lines when
-it is not, so ``verbose=True`` always shows something and never needs tqdm.
+optional dependency, in the ``examples`` extra) and the output can redraw a
+bar (a terminal or a Jupyter kernel), and into plain log lines otherwise: no
+tqdm, or output captured into a log, CI or a sphinx-gallery page, where a
+bar's carriage returns would pile up into one long line.
 """
 
 import sys
@@ -28,6 +30,17 @@ def _load_tqdm():
     return tqdm
 
 
+def _can_redraw(file):
+    """Whether ``file`` shows a redrawn bar as one line: a terminal, or a notebook's output."""
+    if "ipykernel" in sys.modules:
+        return True
+    isatty = getattr(file, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # closed file
+        return False
+
+
 def _max_residual(result):
     norms = getattr(result, "residual_norms", None)
     if norms is None or np.size(norms) == 0:
@@ -44,7 +57,8 @@ class EvidenceProgress:
         Name of the solver, shown with its iteration count and residual.
     use_tqdm : bool, optional
         Force (True) or forbid (False) the tqdm bar. By default the bar is
-        used whenever tqdm can be imported.
+        used when tqdm can be imported and ``file`` is a terminal or the
+        process is a Jupyter kernel.
     file : file-like, optional
         Where to write; standard output by default, for the bar as for the
         plain lines, as scikit-learn's ``verbose`` output (so notebooks,
@@ -64,7 +78,9 @@ class EvidenceProgress:
         self.file = sys.stdout if file is None else file
         self.start = time.perf_counter()
         self.n_calls = 0
-        tqdm = _load_tqdm() if use_tqdm in (None, True) else None
+        if use_tqdm is None:
+            use_tqdm = _can_redraw(self.file) and _load_tqdm() is not None
+        tqdm = _load_tqdm() if use_tqdm else None
         if use_tqdm and tqdm is None:
             raise ImportError("use_tqdm=True needs tqdm (pip install tqdm)")
         # Whether a tqdm bar (rather than plain lines) reports the steps.

@@ -113,7 +113,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         Effective number of parameters ``gamma`` at the optimum.
     n_iter_ : int
         Evidence iterations performed.
-    scores_ : ndarray of shape (n_iter_ + 1,)
+    scores_ : ndarray of shape (`n_iter_` + 1,)
         Log evidence per iteration, if ``compute_score``.
     solver_ : str
         The solver used (what ``'auto'`` chose).
@@ -122,7 +122,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
     posterior_samples_ : ndarray of shape (n_samples, n_features) or None
         Zero-mean posterior draws from the fit (iterative solvers).
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
 
     See Also
     --------

@@ -66,3 +66,18 @@ sphinx_gallery_conf = {
 # tqdm bars of verbose fits and run-time notices of third-party libraries
 # must not reach Sphinx's warning stream.
 warnings.filterwarnings("ignore", category=UserWarning, message=".*non-interactive.*")
+
+
+def _skip_metadata_requests(app, what, name, obj, skip, options):
+    """Leave out scikit-learn's generated ``set_*_request`` methods.
+
+    They are inherited from scikit-learn's metadata routing, and their
+    docstrings reference scikit-learn's glossary, which -W cannot resolve here.
+    """
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return skip
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_metadata_requests)

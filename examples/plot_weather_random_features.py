@@ -10,10 +10,11 @@ features: a posterior precision of 1,000 x 1,000 over 6,600 training rows,
 solved matrix-free as the iterative solvers do at any size (the same code runs
 with many more features and rows; this size keeps the example to about a
 minute on two cores). Both ``solver='cg'`` and ``solver='sgd'`` fit it with
-``verbose=True``, which draws a progress bar over the evidence steps (with
-tqdm installed; plain log lines otherwise) showing ``alpha``, ``lambda``,
+``verbose=True``, which reports every evidence step: ``alpha``, ``lambda``,
 the effective number of parameters ``gamma``, and the solver's iterations and
-residual at each step.
+residual. In a terminal or a notebook with tqdm installed this is a progress
+bar; where output is captured (logs, CI, this page) it is one plain line per
+step.
 
 Run it alone with ``pip install ".[examples]" && python examples/plot_weather_random_features.py``.
 """

@@ -18,6 +18,13 @@ def _problem(n=60, d=8, seed=0):
     return X, y
 
 
+class _Terminal(io.StringIO):
+    """A text stream that claims to be a terminal, where a bar can be redrawn."""
+
+    def isatty(self):
+        return True
+
+
 @pytest.fixture
 def no_tqdm(monkeypatch):
     """Make ``import tqdm`` fail, as on a machine without it."""
@@ -56,7 +63,7 @@ def test_use_tqdm_true_without_tqdm_raises(no_tqdm):
 
 def test_tqdm_bar():
     pytest.importorskip("tqdm")
-    out = io.StringIO()
+    out = _Terminal()
     progress = EvidenceProgress("cg", file=out)
     assert progress.uses_tqdm
     progress(0, 1.5, 0.25, 3.0, _cg_result())
@@ -90,12 +97,25 @@ def test_verbose_fit_without_tqdm_prints_one_line_per_step(solver, no_tqdm, caps
         assert all(f"{solver}: " in line and "residual" in line for line in lines)
 
 
-@pytest.mark.parametrize("solver", ["exact", "cg"])
-def test_verbose_fit_with_tqdm_draws_a_bar(solver, capsys):
+def test_captured_output_gets_plain_lines_even_with_tqdm(monkeypatch):
+    # Logs, CI and sphinx-gallery capture output that cannot redraw a bar.
     pytest.importorskip("tqdm")
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    out = io.StringIO()
+    progress = EvidenceProgress("cg", file=out)
+    assert not progress.uses_tqdm
+    progress(0, 1.0, 1.0, 2.0, _cg_result())
+    assert out.getvalue().startswith("[bayeslin] iter")
+
+
+@pytest.mark.parametrize("solver", ["exact", "cg"])
+def test_verbose_fit_with_tqdm_on_a_terminal_draws_a_bar(solver, monkeypatch):
+    pytest.importorskip("tqdm")
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
     X, y = _problem()
     est = BayesianLinearRegressor(solver=solver, verbose=True, random_state=0).fit(X, y)
-    out = capsys.readouterr().out
+    out = terminal.getvalue()
     # The bar is closed when fit drops its callback, so its final state is out.
     final = out.split("\r")[-1]
     assert f"bayeslin {solver}" in final
