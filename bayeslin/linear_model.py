@@ -141,7 +141,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         Effective number of parameters ``gamma`` at the optimum.
     n_iter_ : int
         Evidence iterations performed.
-    scores_ : ndarray of shape (n_iter_ + 1,)
+    scores_ : ndarray of shape (`n_iter_` + 1,)
         Log evidence per iteration, if ``compute_score``.
     solver_ : str
         The solver used (what ``'auto'`` chose).
@@ -150,7 +150,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
     posterior_samples_ : ndarray of shape (n_samples, n_features) or None
         Zero-mean posterior draws from the fit (iterative solvers).
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
 
     See Also
     --------
@@ -682,15 +682,16 @@ def _move_matrix(X, xp, device_):
 
 
 class _VerboseCallback:
-    """Plain progress lines for ``verbose=True``."""
+    """Progress of a ``verbose=True`` fit: a tqdm bar if tqdm is installed, else plain lines.
+
+    See :class:`bayeslin._progress.EvidenceProgress`; imported here, not at
+    module level, so that this module does not depend on the optional one.
+    """
 
     def __init__(self, solver):
-        self.solver = solver
-        self.start = time.perf_counter()
+        from ._progress import EvidenceProgress
+
+        self.progress = EvidenceProgress(solver)
 
     def __call__(self, it, alpha, lam, gamma, res):
-        print(
-            f"[bayeslin] iter {it:3d}  alpha={alpha:.4g}  lambda={lam:.4g}  gamma={gamma:.4g}  "
-            f"{self.solver}: {res.n_iter} its, max rel. residual {float(np.max(res.residual_norms)):.1e}  "
-            f"({time.perf_counter() - self.start:.2f}s)"
-        )
+        self.progress(it, alpha, lam, gamma, res)

@@ -2,13 +2,15 @@
 
 The data are those of ``asv_bench/bench_vs_bayesianridge.py`` (drawn from the
 model itself, moderate noise), at sizes small enough that one fit takes at
-most a few seconds on a 2-core CPU: one tall problem (n > d) and one wide
-(n < d). A solver that raises NotImplementedError is reported as skipped.
-The CuPy variant is in ``bench_gpu.py``.
+most a few seconds on a 2-core CPU: two tall problems (n > d) and one wide
+(n < d), plus a sparse one. A solver that raises NotImplementedError is
+reported as skipped. The CuPy variants are in ``bench_gpu.py``.
 """
 
 import warnings
 
+import numpy as np
+import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 
 from bayeslin import BayesianLinearRegressor
@@ -18,7 +20,7 @@ from .datasets import make_data
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
 SOLVERS = ["exact", "cg", "sgd"]
-SIZES = ["4000x400", "500x2000"]
+SIZES = ["4000x400", "10000x1000", "500x2000"]
 
 
 def _shape(size):
@@ -71,3 +73,25 @@ class Predict:
 
     def peakmem_predict_std(self, solver, size):
         self.model.predict(self.X_test, return_std=True)
+
+
+class SparseFit:
+    """Fit on a scipy.sparse CSR matrix (1% non-zeros): centring stays implicit."""
+
+    params = (SOLVERS, ["20000x2000"])
+    param_names = ["solver", "n x d"]
+    timeout = 120
+
+    def setup(self, solver, size):
+        n, d = _shape(size)
+        rng = np.random.default_rng(0)
+        self.X = sp.random(n, d, density=0.01, format="csr", random_state=0)
+        self.y = self.X @ rng.standard_normal(d) + 0.3 * rng.standard_normal(n)
+        _fitted(solver, self.X[:50], self.y[:50])  # skip early if not implemented
+        self.model = BayesianLinearRegressor(solver=solver, random_state=0)
+
+    def time_fit(self, solver, size):
+        self.model.fit(self.X, self.y)
+
+    def peakmem_fit(self, solver, size):
+        self.model.fit(self.X, self.y)

@@ -1,4 +1,8 @@
-"""The fit of ``bench_fit.py`` on CuPy arrays (skipped without CuPy and a CUDA device).
+"""The fit and predict of ``bench_fit.py`` on CuPy arrays (skipped without CuPy and a CUDA device).
+
+Besides time, ``track_gpu_peak_bytes`` reports the bytes CuPy's memory pool
+holds after a fit from an emptied pool: asv's ``peakmem_`` measures host
+memory only.
 
 CuPy input goes through scikit-learn's array API dispatch; ``__init__.py``
 sets the ``SCIPY_ARRAY_API=1`` that this needs before SciPy is imported.
@@ -16,6 +20,20 @@ from .datasets import make_data
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
 
+def _cupy():
+    """Return the cupy module; raise NotImplementedError (asv: skipped) without CuPy or a device."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise NotImplementedError("CuPy is not installed") from exc
+    try:
+        if cupy.cuda.runtime.getDeviceCount() == 0:
+            raise NotImplementedError("no CUDA device")
+    except cupy.cuda.runtime.CUDARuntimeError as exc:
+        raise NotImplementedError("no CUDA device") from exc
+    return cupy
+
+
 class FitGPU:
     """The same fit on CuPy arrays; skipped when CuPy or a CUDA device is unavailable."""
 
@@ -24,15 +42,7 @@ class FitGPU:
     timeout = 300
 
     def setup(self, solver, size):
-        try:
-            import cupy
-        except ImportError as exc:
-            raise NotImplementedError("CuPy is not installed") from exc
-        try:
-            if cupy.cuda.runtime.getDeviceCount() == 0:
-                raise NotImplementedError("no CUDA device")
-        except cupy.cuda.runtime.CUDARuntimeError as exc:
-            raise NotImplementedError("no CUDA device") from exc
+        cupy = _cupy()
         import sklearn
 
         self.cupy = cupy
@@ -55,4 +65,46 @@ class FitGPU:
 
     def time_fit(self, solver, size):
         self.model.fit(self.X, self.y)
+        self.cupy.cuda.Device().synchronize()
+
+    def track_gpu_peak_bytes(self, solver, size):
+        pool = self.cupy.get_default_memory_pool()
+        pool.free_all_blocks()
+        before = pool.total_bytes()
+        self.model.fit(self.X, self.y)
+        self.cupy.cuda.Device().synchronize()
+        return pool.total_bytes() - before
+
+    track_gpu_peak_bytes.unit = "bytes"
+
+
+class PredictGPU:
+    """``predict(return_std=True)`` on CuPy arrays after a CuPy fit."""
+
+    params = (SOLVERS, ["20000x2000"])
+    param_names = ["solver", "n x d"]
+    timeout = 300
+
+    def setup(self, solver, size):
+        cupy = _cupy()
+        import sklearn
+
+        self.cupy = cupy
+        X, y = make_data(*_shape(size))
+        self.config = sklearn.config_context(array_api_dispatch=True)
+        self.config.__enter__()
+        try:
+            self.model = _fitted(solver, cupy.asarray(X), cupy.asarray(y))
+        except NotImplementedError:
+            self.teardown(solver, size)
+            raise
+        self.X_test = cupy.asarray(make_data(20000, X.shape[1], seed=1)[0])
+
+    def teardown(self, solver, size):
+        config, self.config = getattr(self, "config", None), None
+        if config is not None:
+            config.__exit__(None, None, None)
+
+    def time_predict_std(self, solver, size):
+        self.model.predict(self.X_test, return_std=True)
         self.cupy.cuda.Device().synchronize()
