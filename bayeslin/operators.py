@@ -43,6 +43,7 @@ __all__ = [
     "ImplicitFeatures",
     "RandomFourierFeatures",
     "as_features",
+    "is_feature_protocol",
 ]
 
 # Rows materialised at once by the streaming defaults: bounds their memory
