@@ -183,7 +183,7 @@ def report(label, model, seconds, peak, ref=None, notes=""):
         ]
         row += " " + " / ".join(f"{x:.1e}" for x in diffs) + " |"
     else:
-        row += " reference |"
+        row += " (no reference) |" if not label.startswith("reference") else " reference |"
     print(row + (f" {notes}" if notes else ""), flush=True)
 
 

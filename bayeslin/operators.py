@@ -27,6 +27,7 @@ than an ``n x d`` matrix in memory would allow.
 """
 
 import math
+import os
 
 import numpy as np
 import scipy.sparse as sp
@@ -269,6 +270,7 @@ class SparseFeatures(FeatureOperator):
         self.X = self._sparse.csr_matrix(X)
         self.shape = tuple(self.X.shape)
         self.dtype = self.X.dtype
+        self._parallel = None
 
     @property
     def xp(self):
@@ -277,11 +279,6 @@ class SparseFeatures(FeatureOperator):
     @property
     def device(self):
         return None if self._sparse is sp else device(self.X.data)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_sparse"] = self._sparse.__name__
-        return state
 
     def __setstate__(self, state):
         import importlib
@@ -294,10 +291,38 @@ class SparseFeatures(FeatureOperator):
         return self.xp.reshape(self.xp.asarray(M), (-1,))
 
     def matmat(self, V):
-        return self.xp.asarray(self.X @ V)
+        blocks = self._host_blocks()
+        if blocks is None:
+            return self.xp.asarray(self.X @ V)
+        return np.concatenate(list(_thread_pool().map(lambda B: B @ V, blocks[0])))
 
     def rmatmat(self, U):
-        return self.xp.asarray(self.X.T @ U)
+        blocks = self._host_blocks()
+        if blocks is None:
+            return self.xp.asarray(self.X.T @ U)
+        return np.concatenate(list(_thread_pool().map(lambda B: B @ U, blocks[1])))
+
+    def _host_blocks(self):
+        """Row blocks of ``X`` and of ``X^T`` (both CSR) for threaded products, or None.
+
+        scipy's sparse products run on one core; its kernels release the
+        GIL, so row blocks on a thread pool use them all. ``X^T`` is kept as
+        a CSR copy (one more copy of the non-zeros) because a transposed
+        product scatters its writes and cannot be split by rows.
+        """
+        if self._sparse is not sp or self.X.nnz < _PARALLEL_MIN_NNZ or _n_threads() < 2:
+            return None
+        if self._parallel is None:
+            t = _n_threads()
+            Xt = self.X.T.tocsr()
+            self._parallel = (_split_rows(self.X, t), _split_rows(Xt, t))
+        return self._parallel
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_sparse"] = self._sparse.__name__
+        state["_parallel"] = None  # rebuilt on first use
+        return state
 
     def take_rows(self, rows):
         return SparseFeatures(self.X[rows])
@@ -321,6 +346,34 @@ class SparseFeatures(FeatureOperator):
     def kernel(self, sqrt_weights=None):
         X = self.X if sqrt_weights is None else self._sparse.diags(sqrt_weights) @ self.X
         return (X @ X.T).toarray()
+
+
+# Below this many non-zeros a sparse product is too short to share out.
+_PARALLEL_MIN_NNZ = 200_000
+_POOL = None
+
+
+def _n_threads():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _thread_pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=_n_threads(), thread_name_prefix="bayeslin")
+    return _POOL
+
+
+def _split_rows(X, parts):
+    """``X`` (CSR) as about ``parts`` blocks of consecutive rows with equal non-zeros."""
+    bounds = np.searchsorted(X.indptr, np.linspace(0, X.nnz, parts + 1)[1:-1])
+    edges = [0, *sorted(set(int(b) for b in bounds) - {0, X.shape[0]}), X.shape[0]]
+    return [X[a:b] for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _sparse_module(X):

@@ -183,3 +183,22 @@ def test_as_features_dispatch():
     assert isinstance(as_features(sp.csr_matrix(X)), SparseFeatures)
     F = CenteredFeatures(as_features(X), np.zeros(3))
     assert as_features(F) is F
+
+
+def test_sparse_products_on_threads_match_serial(monkeypatch):
+    # Large sparse matrices are multiplied in row blocks on a thread pool.
+    from bayeslin import operators
+
+    monkeypatch.setattr(operators, "_PARALLEL_MIN_NNZ", 0)
+    monkeypatch.setattr(operators, "_n_threads", lambda: 3)
+    S = _base_matrix(n=40, d=13)
+    F = SparseFeatures(S)
+    rng = np.random.RandomState(0)
+    V, U = rng.randn(13, 4), rng.randn(40, 4)
+    assert len(F._host_blocks()[0]) == 3
+    assert_allclose(F.matmat(V), S.toarray() @ V, rtol=1e-12, atol=1e-12)
+    assert_allclose(F.rmatmat(U), S.toarray().T @ U, rtol=1e-12, atol=1e-12)
+    import pickle
+
+    G = pickle.loads(pickle.dumps(F))
+    assert_allclose(G.matmat(V), S.toarray() @ V, rtol=1e-12, atol=1e-12)
