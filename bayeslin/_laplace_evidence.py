@@ -18,7 +18,10 @@ scale ``c`` (ones, or the g-prior's normalisation). MacKay's update per group
 is ``lambda_g <- gamma_g / theta_g^T C_g theta_g``, with
 ``gamma_g = Tr_g(H^-1 M)``, ``M = alpha Phi^T Phi``; for regression also
 ``alpha <- (N - gamma) / ||y~ - Phi theta||^2``. Each carries the tiny Gamma
-hyperpriors of BayesianRidge (1e-6) so that an empty group stays finite.
+hyperpriors of BayesianRidge (1e-6) so that an empty group stays finite, and
+``lambda`` is kept within ``[1e-8, 1e8]`` times the mean curvature
+``alpha mean_j diag(Phi^T Phi)_j`` so that ``H`` stays numerically positive
+definite on degenerate fits (a network saturated on its training data).
 
 ``gamma_g`` is exact for the exact solver (``|g| - sum_{j in g} A_jj
 (H^-1)_jj``). For the iterative solvers each sample ``z ~ N(0, H^-1)`` gives
@@ -41,6 +44,8 @@ from .solvers import SOLVERS, PosteriorPrecision
 __all__ = ["LaplaceEvidenceResult", "fit_laplace_evidence", "DenseLaplace"]
 
 _HYPER = 1e-6
+# lambda stays within this band times the mean curvature alpha diag(Phi^T Phi).
+_LAMBDA_BAND = (1e-8, 1e8)
 
 
 @dataclass
@@ -88,10 +93,16 @@ class DenseLaplace:
     """
 
     def __init__(self, features):
-        self.xp = features.xp
         self.G = features.gram()
         self.G = 0.5 * (self.G + self.G.T)
         self._key = None
+
+    @property
+    def xp(self):
+        """Array namespace of the factors (not stored: modules do not pickle)."""
+        from ._backend import get_namespace
+
+        return get_namespace(self.G)
 
     def factor(self, alpha, prior):
         """Return ``H^-1`` at ``(alpha, prior)`` (cached for the last pair)."""
@@ -100,17 +111,16 @@ class DenseLaplace:
         if key != self._key:
             H = alpha * self.G + xp.diag(prior)
             Lc = xp.linalg.cholesky(H)
-            Linv = xp.linalg.inv(Lc)
-            self.cov = Linv.T @ Linv
+            # H = Lc Lc^T, so C = Lc^-T is a square root of H^-1: no second
+            # (ill-conditioned) factorisation of the inverse is needed.
+            self._cov_factor = xp.linalg.inv(Lc).T
+            self.cov = self._cov_factor @ self._cov_factor.T
             self._key = key
-            self._cov_factor = None
         return self.cov
 
     def cov_factor(self, alpha, prior):
-        """Return ``C`` with ``C C^T = H^-1`` (lower triangular)."""
-        cov = self.factor(alpha, prior)
-        if self._cov_factor is None:
-            self._cov_factor = self.xp.linalg.cholesky(cov)
+        """Return ``C`` with ``C C^T = H^-1`` (upper triangular)."""
+        self.factor(alpha, prior)
         return self._cov_factor
 
 
@@ -197,6 +207,13 @@ def fit_laplace_evidence(
             options.setdefault("random_state", rng)
         solve = SOLVERS[solver]
     scale = xp.ones((d,), dtype=dtype) if prior_scale is None else prior_scale
+    # The mean curvature per parameter sets the range lambda may take. A
+    # network that saturates on its training data has B ~ 0: gamma -> 0, the
+    # Newton step explodes and the bare update drives lambda to a value at
+    # which H is numerically singular. Clipping to a wide band around the
+    # curvature keeps H factorisable without touching a sensible fixed point.
+    curvature = float(np.mean(to_numpy(features.col_sq_norms())))
+    curvature = curvature if np.isfinite(curvature) and curvature > 0 else 1.0
     state = {"mode": None, "samples": None}
     results, history = [], []
 
@@ -237,6 +254,7 @@ def fit_laplace_evidence(
         if tune_lambda:
             sq = to_numpy(_group_sums(scale * mode * mode, groups, xp))
             new_lambdas = (gammas + 2 * _HYPER) / (sq + 2 * _HYPER)
+            new_lambdas = np.clip(new_lambdas, _LAMBDA_BAND[0] * alpha * curvature, _LAMBDA_BAND[1] * alpha * curvature)
         sse = None
         if tune_alpha:
             r = targets - features.matmat(mode[:, None])[:, 0]

@@ -480,7 +480,7 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         if type_of_target(y) == "multilabel-indicator":  # pragma: no cover - caught above
             raise ValueError("Multi-label targets are not supported.")
         if np.unique(y).shape[0] < 2:
-            raise ValueError("The classifier needs samples of at least 2 classes in the data.")
+            raise ValueError("The classifier needs samples of at least 2 classes; the data have only 1 class.")
         rng = check_random_state(self.random_state)
         net = self._fit_network(X, y, rng)
         if getattr(net, "out_activation_", None) not in ("softmax", "logistic") or (
@@ -561,7 +561,8 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         -------
         y : ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
 
 class LinearisedLaplaceRegressor(RegressorMixin, _LinearisedLaplaceBase):
