@@ -237,6 +237,9 @@ def fit_laplace_evidence(
             a = to_numpy(_group_sums(Z * MZ, groups, xp))  # (n_groups, k)
             b = sizes[:, None] - to_numpy(_group_sums(prior[:, None] * Z * Z, groups, xp))
             gammas = np.array([_combine(a[g], b[g]) for g in range(len(groups))])
+            exact_gammas = _spanned_gammas(Z, sample_rhs, prior, groups, sizes)
+            if exact_gammas is not None:
+                gammas = exact_gammas
             gammas = np.clip(gammas, 0.0, sizes)
         state["mode"] = mode
         return res, mode, gammas
@@ -290,6 +293,26 @@ def fit_laplace_evidence(
         solver_results=results,
         history=history,
     )
+
+
+def _spanned_gammas(Z, Y, prior, groups, sizes):
+    """Exact ``gamma_g`` when the right-hand sides ``Y`` span the parameter space (k > d).
+
+    Then ``H^-1 = Z Y^+`` is known from the solves (as in
+    :func:`bayeslin.evidence.estimate_effective_dim`); tiny networks with
+    many samples get the dense answer without a dense factorisation.
+    """
+    d, k = Z.shape
+    if k <= d:
+        return None
+    Yh, Zh = to_numpy(Y), to_numpy(Z)
+    gram = Yh @ Yh.T
+    if np.linalg.cond(gram) >= 1e8:
+        return None
+    # diag(Z Y^T (Y Y^T)^-1), with (Y Y^T)^-1 symmetric.
+    diag = np.sum(Zh * np.linalg.solve(gram, Yh), axis=1)
+    Ad = to_numpy(prior) * diag
+    return sizes - np.array([np.sum(Ad[a:b]) for a, b in groups])
 
 
 def _combine(a, b):
