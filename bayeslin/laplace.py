@@ -126,6 +126,10 @@ class _LinearisedLaplaceBase(BaseEstimator):
         }
         if solver == "sgd":
             options["batch_size"] = self.batch_size
+        if solver == "cg" and self.normalize == "g-prior":
+            # The g-prior makes H's diagonal span the curvature's range
+            # (orders of magnitude): Jacobi undoes exactly that scaling.
+            options["preconditioner"] = "jacobi"
         return options
 
     def _groups(self, jac):
@@ -342,7 +346,8 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         ``'g-prior'``: scale the prior of each parameter by the diagonal of
         the curvature ``J^T B J`` (normalised to mean one and floored at
         1e-4), i.e. put the prior on parameters normalised to unit curvature,
-        so one ``lambda`` fits layers of very different scale.
+        so one ``lambda`` fits layers of very different scale. With
+        ``solver='cg'`` this turns on a Jacobi preconditioner.
     link : {'probit', 'mc'}, default='probit'
         How class probabilities integrate the logit uncertainty: the probit
         approximation ``softmax(f / sqrt(1 + pi var / 8))`` with the
