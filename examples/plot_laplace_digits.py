@@ -24,8 +24,6 @@ Measured on a shared 2-core CPU (``python examples/plot_laplace_digits.py``,
 47 s in all; numbers vary slightly with the platform's BLAS; ``H`` is the
 mean predictive entropy in nats, at most ln 10 = 2.303)::
 
-    Laplace g-prior fit: 25.6 s, lambda=2.22
-    last-layer Laplace: lambda=1.26
     model                   acc     NLL     ECE  NLL noise 0.3  H noise 0.3  NLL noise 0.6  H noise 0.6  NLL shift 2px  H shift 2px
     -------------------------------------------------------------------------------------------------------------------------------
     MLP                   0.973   0.092   0.017          0.627        0.329          2.739        0.455          7.999        0.569
