@@ -41,7 +41,7 @@ from ._backend import scalar, standard_normal, to_numpy
 from .evidence import SampleDraws
 from .solvers import SOLVERS, PosteriorPrecision
 
-__all__ = ["LaplaceEvidenceResult", "fit_laplace_evidence", "DenseLaplace"]
+__all__ = ["DenseLaplace", "LaplaceEvidenceResult", "fit_laplace_evidence"]
 
 _HYPER = 1e-6
 # lambda stays within this band times the mean curvature alpha diag(Phi^T Phi).

@@ -37,7 +37,7 @@ import numpy as np
 from ._backend import get_namespace
 from .operators import FeatureOperator
 
-__all__ = ["MLPJacobian", "flatten_params", "unflatten_params", "param_groups", "mlp_forward"]
+__all__ = ["MLPJacobian", "flatten_params", "mlp_forward", "param_groups", "unflatten_params"]
 
 _ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 

@@ -17,16 +17,22 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, clone
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    RegressorMixin,
+    _fit_context,
+    clone,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._backend import get_namespace, to_numpy
-from ._laplace_evidence import expand_prior, fit_laplace_evidence
+from ._backend import to_numpy
+from ._laplace_evidence import fit_laplace_evidence
 from ._mlp_jacobian import MLPJacobian, flatten_params
 from .evidence import SampleDraws
 from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
@@ -482,8 +488,6 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
             )
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-        if type_of_target(y) == "multilabel-indicator":  # pragma: no cover - caught above
-            raise ValueError("Multi-label targets are not supported.")
         if np.unique(y).shape[0] < 2:
             raise ValueError("The classifier needs samples of at least 2 classes; the data have only 1 class.")
         rng = check_random_state(self.random_state)

@@ -1,8 +1,16 @@
-"""scikit-learn's estimator checks for every solver of BayesianLinearRegressor."""
+"""scikit-learn's estimator checks for every solver of BayesianLinearRegressor and the Laplace estimators."""
 
+import warnings
+
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from bayeslin import BayesianLinearRegressor
+from bayeslin import (
+    BayesianLinearRegressor,
+    LinearisedLaplaceClassifier,
+    LinearisedLaplaceRegressor,
+)
 
 ESTIMATORS = [BayesianLinearRegressor(solver=solver, random_state=0) for solver in ["exact", "cg", "sgd"]]
 
@@ -31,13 +39,6 @@ def test_sklearn_compatible_estimator(estimator, check):
 # ---------------------------------------------------------------------------
 # Linearised Laplace meta-estimators over small MLPs
 # ---------------------------------------------------------------------------
-
-import warnings  # noqa: E402
-
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
-
-from bayeslin import LinearisedLaplaceClassifier, LinearisedLaplaceRegressor  # noqa: E402
 
 # Small networks keep the checks fast; the evidence loop itself is exercised
 # (tuned prior, exact solver for the classifier, cg for the regressor).

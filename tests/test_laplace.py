@@ -16,17 +16,16 @@ import warnings
 import numpy as np
 import pytest
 import scipy.linalg
+from conftest import N_SE, assert_gaussian_draws
 from numpy.testing import assert_allclose
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.neural_network import MLPClassifier, MLPRegressor
+from test_mlp_jacobian import _network_output, fd_jacobian
 
 from bayeslin import LinearisedLaplaceClassifier, LinearisedLaplaceRegressor
 from bayeslin._mlp_jacobian import flatten_params, param_groups
-
-from conftest import N_SE, assert_gaussian_draws
-from test_mlp_jacobian import _network_output, fd_jacobian
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -348,7 +347,7 @@ def test_frozen_network_is_used_as_is_and_others_are_cloned(multiclass):
 
 
 def test_string_labels_and_pickle(binary):
-    X, y, net, _ = binary
+    X, y, _, _ = binary
     labels = np.array(["no", "yes"])[y]
     clf = LinearisedLaplaceClassifier(
         MLPClassifier(hidden_layer_sizes=(4,), max_iter=300, random_state=0), solver="cg", random_state=0
@@ -391,7 +390,8 @@ def test_convergence_warnings(multiclass):
 
 
 def test_fixed_layerwise_prior_and_sample_posterior_exact(multiclass):
-    X, y, net, D = multiclass
+    X, y, _, D = multiclass
+    net = D.net
     lam = np.array([0.5, 2.0])
     clf = LinearisedLaplaceClassifier(
         FrozenEstimator(net), solver="exact", prior_structure="layerwise", prior_precision=lam

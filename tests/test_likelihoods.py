@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from bayeslin.likelihoods import GaussianLikelihood, LogisticLikelihood, SoftmaxLikelihood
+from bayeslin.likelihoods import (
+    GaussianLikelihood,
+    LogisticLikelihood,
+    SoftmaxLikelihood,
+)
 
 
 def _nll(kind, f, y, precision=2.0):

@@ -16,7 +16,12 @@ from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from bayeslin._mlp_jacobian import MLPJacobian, flatten_params, param_groups, unflatten_params
+from bayeslin._mlp_jacobian import (
+    MLPJacobian,
+    flatten_params,
+    param_groups,
+    unflatten_params,
+)
 
 ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]
 KINDS = ["binary", "multiclass", "multioutput"]
