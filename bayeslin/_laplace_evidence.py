@@ -109,7 +109,7 @@ class DenseLaplace:
         xp = self.xp
         key = (float(alpha), tuple(to_numpy(prior).tolist()))
         if key != self._key:
-            H = alpha * self.G + xp.diag(prior)
+            H = alpha * self.G + xp.eye(self.G.shape[0], dtype=self.G.dtype) * prior[None, :]
             Lc = xp.linalg.cholesky(H)
             # H = Lc Lc^T, so C = Lc^-T is a square root of H^-1: no second
             # (ill-conditioned) factorisation of the inverse is needed.
@@ -126,7 +126,7 @@ class DenseLaplace:
 
 def _group_sums(values, groups, xp):
     """Sum ``values`` (d, ...) over each ``(start, stop)`` group: shape (n_groups, ...)."""
-    return xp.stack([xp.sum(values[a:b], axis=0) for a, b in groups])
+    return xp.stack([xp.sum(values[a:b, ...], axis=0) for a, b in groups])
 
 
 def expand_prior(lambdas, groups, scale, xp, dtype):

@@ -365,14 +365,14 @@ class MLPJacobian(FeatureOperator):
         w.r.t. ``W_l`` is ``a_{l-1} g_l^T`` and w.r.t. ``b_l`` is ``g_l``.
         """
         xp = self.xp
-        acts = [a[start:stop] for a in self._c["acts"]]
+        acts = [a[start:stop, ...] for a in self._c["acts"]]
         grads = self._hidden_grads(acts)
         b = stop - start
         if self.transform is None:
             eye = xp.eye(self.n_outputs, dtype=self.dtype)
             G = xp.broadcast_to(eye[None, :, :], (b, self.n_outputs, self.n_outputs))
         else:
-            G = xp.permute_dims(self.transform[start:stop], (0, 2, 1))
+            G = xp.permute_dims(self.transform[start:stop, ...], (0, 2, 1))
         weights = self._c["weights"]
         for layer in range(len(weights) - 1, -1, -1):
             yield layer, acts[layer], G

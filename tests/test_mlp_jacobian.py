@@ -179,3 +179,23 @@ def test_unsupported_activation():
     mlp.activation = "softplus"
     with pytest.raises(ValueError, match="Unsupported activation"):
         MLPJacobian(mlp, X)
+
+
+def test_array_api_strict_namespace():
+    """Written once over the array namespace: the same numbers under array_api_strict (as on CuPy)."""
+    xs = pytest.importorskip("array_api_strict")
+    from bayeslin.likelihoods import SoftmaxLikelihood
+
+    mlp, X = make_network("tanh", "multiclass")
+    rng = np.random.RandomState(0)
+    Jn, Js = MLPJacobian(mlp, X), MLPJacobian(mlp, xs.asarray(X))
+    Tn = np.asarray(SoftmaxLikelihood(Jn.outputs).whitening_transform())
+    Fs = Js.with_transform(SoftmaxLikelihood(Js.outputs).whitening_transform())
+    Fn = Jn.with_transform(Tn)
+    V, U = rng.randn(Jn.shape[1], 2), rng.randn(Jn.shape[0], 2)
+    _close(np.asarray(Fs.matmat(xs.asarray(V))), Fn.matmat(V))
+    _close(np.asarray(Fs.rmatmat(xs.asarray(U))), Fn.rmatmat(U))
+    _close(np.asarray(Fs.row_sq_norms()), Fn.row_sq_norms())
+    _close(np.asarray(Fs.col_sq_norms()), Fn.col_sq_norms())
+    rows = np.array([1, 4, 4])
+    _close(np.asarray(Fs.take_rows(xs.asarray(rows)).dense()), Fn.take_rows(rows).dense())
