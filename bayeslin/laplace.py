@@ -1,0 +1,779 @@
+"""Linearised Laplace for scikit-learn MLPs: LinearisedLaplaceClassifier and LinearisedLaplaceRegressor.
+
+The network ``f(w, x)`` is linearised at its fitted weights ``w`` (the MAP):
+``f(theta, x) ~ f(w, x) + J(x) (theta - w)``. With a Gaussian prior
+``N(0, A^-1)`` on ALL weights and biases and the generalised Gauss-Newton
+curvature ``B`` of the likelihood, the posterior over the parameters is
+``N(., H^-1)``, ``H = J^T B J + A`` (DESIGN.md section 4). ``H`` is never
+formed at scale: the Jacobian is a matrix-free operator
+(:class:`~bayeslin._mlp_jacobian.MLPJacobian`), whitened by the likelihood's
+square-root factor, and the posterior is handled by the foundation's solvers
+(sample-then-optimise) inside a MacKay evidence loop
+(:mod:`bayeslin._laplace_evidence`).
+"""
+
+import importlib
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    RegressorMixin,
+    _fit_context,
+    clone,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from ._backend import to_numpy
+from ._laplace_evidence import fit_laplace_evidence
+from ._mlp_jacobian import MLPJacobian, flatten_params
+from .evidence import SampleDraws
+from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
+from .solvers import SOLVERS
+
+__all__ = ["LinearisedLaplaceClassifier", "LinearisedLaplaceRegressor"]
+
+# Beyond this many parameters the dense d x d route (d Jacobian-vector
+# products and a d^3 inversion) stops paying for itself on a CPU.
+_EXACT_MAX_PARAMS = 2000
+_DEFAULT_SOLVER_TOL = {"cg": 1e-6, "sgd": 1e-4}
+_DEFAULT_SOLVER_MAX_ITER = {"cg": 1000, "sgd": 10000}
+# Floor of the g-prior's scale relative to its mean: a parameter the data
+# do not touch (a dead ReLU unit) would otherwise get no prior at all.
+_GPRIOR_FLOOR = 1e-4
+# Test observations per block of Jacobian products in predictions.
+_PREDICT_CHUNK = 4096
+
+
+def _unwrap(estimator):
+    """Return ``(network, frozen)``: the network inside a FrozenEstimator, or the estimator."""
+    try:
+        from sklearn.frozen import FrozenEstimator
+    except ImportError:  # pragma: no cover - scikit-learn < 1.6
+        return estimator, False
+    if isinstance(estimator, FrozenEstimator):
+        return estimator.estimator, True
+    return estimator, False
+
+
+def _device_namespace(device):
+    """Array module for ``device`` ('cpu': NumPy, 'cuda': CuPy)."""
+    if device == "cuda":
+        cupy = importlib.import_module("cupy")
+        return cupy.asarray
+    return np.asarray
+
+
+class _LinearisedLaplaceBase(BaseEstimator):
+    """What the classifier and the regressor share: the Jacobian, the prior, the evidence loop."""
+
+    _parameter_constraints: dict = {
+        "estimator": [None, HasMethods(["fit", "predict"])],
+        "prior_precision": [StrOptions({"evidence"}), Interval(Real, 0, None, closed="neither"), "array-like"],
+        "lambda_init": [Interval(Real, 0, None, closed="neither")],
+        "prior_structure": [StrOptions({"scalar", "layerwise"})],
+        "normalize": [None, StrOptions({"g-prior"})],
+        "n_samples": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "solver": [StrOptions({"auto", "exact", "cg", "sgd"})],
+        "solver_tol": [None, Interval(Real, 0, None, closed="neither")],
+        "solver_max_iter": [None, Interval(Integral, 1, None, closed="left")],
+        "batch_size": [None, Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"cpu", "cuda"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def _network_template(self):
+        raise NotImplementedError
+
+    def _fit_network(self, X, y, rng):
+        """Fit a clone of the network (or take a frozen one as is); return it."""
+        estimator = self.estimator
+        if estimator is None:
+            net = self._network_template()
+            net.set_params(random_state=rng.randint(np.iinfo(np.int32).max))
+            return net.fit(X, y)
+        net, frozen = _unwrap(estimator)
+        expected = self._network_class()
+        if not isinstance(net, expected):
+            raise TypeError(
+                f"estimator must be a {expected.__name__} (optionally wrapped in FrozenEstimator), "
+                f"got {type(net).__name__}."
+            )
+        if frozen:
+            check_is_fitted(net)
+            if getattr(net, "n_features_in_", X.shape[1]) != X.shape[1]:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but the frozen network was fitted with {net.n_features_in_}."
+                )
+            return net
+        return clone(net).fit(X, y)
+
+    def _choose_solver(self, d):
+        if self.solver != "auto":
+            return self.solver
+        return "exact" if d <= _EXACT_MAX_PARAMS else "cg"
+
+    def _solver_options(self, solver):
+        if solver == "exact":
+            return {}
+        options = {
+            "tol": _DEFAULT_SOLVER_TOL[solver] if self.solver_tol is None else self.solver_tol,
+            "max_iter": _DEFAULT_SOLVER_MAX_ITER[solver] if self.solver_max_iter is None else self.solver_max_iter,
+        }
+        if solver == "sgd":
+            options["batch_size"] = self.batch_size
+        if solver == "cg" and self.normalize == "g-prior":
+            # The g-prior makes H's diagonal span the curvature's range
+            # (orders of magnitude): Jacobi undoes exactly that scaling.
+            options["preconditioner"] = "jacobi"
+        return options
+
+    def _groups(self, jac):
+        if self.prior_structure == "layerwise":
+            return list(jac.groups)
+        return [(0, jac.n_params)]
+
+    def _lambda_start(self, n_groups):
+        """``(lambda values, tuned?)`` from ``prior_precision`` and ``lambda_init``."""
+        if isinstance(self.prior_precision, str):
+            return np.full(n_groups, float(self.lambda_init)), True
+        lam = np.asarray(self.prior_precision, dtype=np.float64).reshape(-1)
+        if lam.size == 1:
+            lam = np.full(n_groups, float(lam[0]))
+        if lam.shape != (n_groups,) or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
+            raise ValueError(
+                f"prior_precision must be 'evidence', a positive float, or {n_groups} positive values "
+                f"(one per parameter group for prior_structure={self.prior_structure!r}); got {self.prior_precision!r}."
+            )
+        return lam, False
+
+    def _prior_scale(self, features, alpha):
+        """``c``: ones (None) or the g-prior's ``diag(M) / mean(diag(M))``, floored."""
+        if self.normalize is None:
+            return None
+        xp = features.xp
+        diag = features.col_sq_norms()
+        c = diag / xp.mean(diag)
+        return xp.maximum(c, _GPRIOR_FLOOR)
+
+    def _run_evidence(self, jac, features, mean_rhs, *, tune_alpha, alpha_init, targets, rng):
+        d = jac.n_params
+        solver = self._choose_solver(d)
+        groups = self._groups(jac)
+        lambdas, tune_lambda = self._lambda_start(len(groups))
+        scale = self._prior_scale(features, alpha_init)
+        callback = _VerboseCallback(solver) if self.verbose else None
+        result = fit_laplace_evidence(
+            features,
+            mean_rhs,
+            groups=groups,
+            prior_scale=scale,
+            lambda_init=lambdas,
+            alpha_init=alpha_init,
+            tune_lambda=tune_lambda,
+            tune_alpha=tune_alpha,
+            targets=targets,
+            solver=solver,
+            n_samples=self.n_samples,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            rng=rng,
+            solver_options=self._solver_options(solver),
+            callback=callback,
+        )
+        if result.solver_results:
+            last = result.solver_results[-1]
+            if not last.converged:
+                warnings.warn(
+                    f"solver={solver!r} stopped after {last.n_iter} iterations with relative residual "
+                    f"{float(np.max(last.residual_norms)):.2e} above solver_tol="
+                    f"{self._solver_options(solver)['tol']:g}; increase solver_max_iter or loosen solver_tol.",
+                    ConvergenceWarning,
+                )
+        if not result.converged and self.max_iter > 1:
+            warnings.warn(
+                f"The evidence updates did not converge within max_iter={self.max_iter} steps "
+                f"(tol={self.tol:g}); increase max_iter.",
+                ConvergenceWarning,
+            )
+        self.solver_ = solver
+        self.n_params_ = d
+        self.lambda_ = float(result.lambdas[0]) if self.prior_structure == "scalar" else np.asarray(result.lambdas)
+        self.effective_dim_ = float(np.sum(result.gammas))
+        self.n_iter_ = result.n_iter
+        self.tangent_mode_ = to_numpy(result.mode)
+        self.posterior_samples_ = to_numpy(result.samples).T
+        self.prior_scale_ = None if scale is None else to_numpy(scale)
+        self._result = result
+        return result
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return X
+
+    def _test_jacobian(self, X):
+        to_dev = _device_namespace(self.device)
+        return MLPJacobian(self.estimator_, to_dev(X), dtype=self._result.system.dtype)
+
+    def _output_moments(self, X, centre=False):
+        """Network outputs ``f`` (n, m) and the variances of ``J(x) theta`` (n, m), on the host.
+
+        With ``centre`` the variances are those of the logits minus their
+        mean over the outputs: softmax ignores that mean, which only the
+        prior constrains (``B`` is singular along it), so its variance must
+        not flatten the probit approximation.
+        """
+        jac = self._test_jacobian(X)
+        xp = jac.xp
+        n, m = jac.n_obs, jac.n_outputs
+        dense = self._result.dense
+        f, var = [], []
+        for start in range(0, n, _PREDICT_CHUNK):
+            sub = jac.take_observations(xp.arange(start, min(n, start + _PREDICT_CHUNK)))
+            if dense is not None:
+                # Exact: diag(J H^-1 J^T) = row norms of J C with C C^T = H^-1.
+                P = sub.jvp_outputs(dense.cov_factor(self._result.system.alpha, self._result.system.prior))
+                if centre:
+                    P = P - xp.mean(P, axis=1, keepdims=True)
+                var.append(to_numpy(xp.sum(P * P, axis=2)))
+            else:
+                P = sub.jvp_outputs(self._result.samples)
+                if centre:
+                    P = P - xp.mean(P, axis=1, keepdims=True)
+                var.append(to_numpy(xp.mean(P * P, axis=2)))
+            f.append(to_numpy(sub.outputs))
+        f = np.concatenate(f) if f else np.zeros((0, m))
+        var = np.concatenate(var) if var else np.zeros((0, m))
+        return f, var
+
+    def _logit_samples(self, X):
+        """``f(x) + J(x) z_j`` for the fit's samples: (n, m, k), host."""
+        jac = self._test_jacobian(X)
+        xp = jac.xp
+        out = []
+        for start in range(0, jac.n_obs, _PREDICT_CHUNK):
+            sub = jac.take_observations(xp.arange(start, min(jac.n_obs, start + _PREDICT_CHUNK)))
+            out.append(to_numpy(sub.outputs[:, :, None] + sub.jvp_outputs(self._result.samples)))
+        return np.concatenate(out)
+
+    def sample_posterior(self, n_samples=1, random_state=None):
+        """Draw full weight vectors from the linearised Laplace posterior.
+
+        The posterior is centred at the network's fitted weights (the MAP
+        the network is linearised at), in the parameter order of
+        :func:`bayeslin._mlp_jacobian.flatten_params`:
+        ``coefs_[0].ravel(), intercepts_[0], coefs_[1].ravel(), ...``.
+        Use :func:`bayeslin._mlp_jacobian.unflatten_params` to split a draw
+        into layers.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        random_state : int, RandomState instance or None, default=None
+
+        Returns
+        -------
+        weights : ndarray of shape (n_samples, n_params_)
+            ``w_MAP + z`` with ``z ~ N(0, H^-1)``: exact for
+            ``solver_='exact'``; the iterative solvers solve a fresh block of
+            sample-then-optimise problems on the training Jacobian.
+        """
+        check_is_fitted(self)
+        check_scalar(n_samples, "n_samples", Integral, min_val=1)
+        rng = check_random_state(random_state)
+        res = self._result
+        system = res.system
+        xp = system.xp
+        if res.dense is not None:
+            from ._backend import standard_normal
+
+            noise = standard_normal(rng, (self.n_params_, n_samples), xp, system.dtype, like=system.features.X)
+            z = res.dense.cov_factor(system.alpha, system.prior) @ noise
+        else:
+            draws = SampleDraws(system, n_samples, rng)
+            rhs = draws.rhs(system.alpha, system.prior)
+            options = self._solver_options(self.solver_)
+            if self.solver_ == "sgd":
+                options["random_state"] = rng
+            out = SOLVERS[self.solver_](system, rhs, system.prior_solve(rhs), **options)
+            if not out.converged:
+                warnings.warn(
+                    f"solver={self.solver_!r} stopped short while drawing posterior samples "
+                    f"(relative residual {float(np.max(out.residual_norms)):.2e}); increase solver_max_iter.",
+                    ConvergenceWarning,
+                )
+            z = out.solution
+        return flatten_params(self.estimator_)[None, :] + to_numpy(z).T
+
+
+class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
+    """Calibrated class probabilities for an MLPClassifier by linearised Laplace.
+
+    ``fit`` fits a clone of ``estimator`` (its MAP), or uses it as is when it
+    is wrapped in :class:`sklearn.frozen.FrozenEstimator`, then infers the
+    Gaussian posterior of the network's tangent linear model over ALL its
+    weights and biases: precision ``H = J^T B J + A`` with ``J`` the Jacobian
+    of the logits and ``B`` the Hessian of the negative log-likelihood at
+    the logits (softmax for several classes, logistic for sklearn's
+    single-unit binary network). The prior precision is tuned by MacKay's
+    evidence updates at the tangent model's mode, which is taken as one
+    Newton step from the network's weights,
+    ``theta = H^-1 (J^T B J w - J^T g)`` with ``g`` the gradient of the
+    summed NLL at the logits (the mode of the GGN approximation).
+
+    Parameters
+    ----------
+    estimator : MLPClassifier or FrozenEstimator, default=None
+        The network; ``None`` means ``MLPClassifier()``. Any hidden
+        activation of 'identity', 'logistic', 'tanh', 'relu'. Multi-label
+        targets are not supported.
+    prior_precision : 'evidence', float or array-like, default='evidence'
+        ``'evidence'``: tuned by the MacKay updates, from ``lambda_init``. A
+        positive float (or, with ``prior_structure='layerwise'``, one value
+        per layer) fixes it. Independent of the network's own ``alpha``
+        (which acts on the weights only, scaled by ``1 / n``).
+    lambda_init : float, default=1.0
+        Starting prior precision of the evidence updates.
+    prior_structure : {'scalar', 'layerwise'}, default='scalar'
+        One prior precision for all parameters, or one per layer (its
+        weights and bias together).
+    normalize : {None, 'g-prior'}, default=None
+        ``'g-prior'``: scale the prior of each parameter by the diagonal of
+        the curvature ``J^T B J`` (normalised to mean one and floored at
+        1e-4), i.e. put the prior on parameters normalised to unit curvature,
+        so one ``lambda`` fits layers of very different scale. With
+        ``solver='cg'`` this turns on a Jacobi preconditioner.
+    link : {'probit', 'mc'}, default='probit'
+        How class probabilities integrate the logit uncertainty: the probit
+        approximation ``softmax(f / sqrt(1 + pi var / 8))`` with the
+        per-class variance of the logits centred over the classes (softmax
+        ignores their common shift, which only the prior constrains), or the Monte Carlo mean of
+        ``softmax(f + J z_j)`` over the ``n_samples`` posterior samples.
+    n_samples : int, default=16
+        Posterior samples drawn in the fit: they estimate the effective
+        dimension for the evidence updates (iterative solvers) and serve the
+        predictions ('mc' always; 'probit' with an iterative solver).
+    max_iter : int, default=50
+        Evidence steps at most.
+    tol : float, default=1e-3
+        Stop when the relative change of every tuned hyperparameter is below.
+    solver : {'auto', 'exact', 'cg', 'sgd'}, default='auto'
+        ``'exact'`` forms ``J^T B J`` densely (networks of a few thousand
+        parameters), ``'cg'`` batched conjugate gradients, ``'sgd'``
+        minibatch SGD on the sample-then-optimise objectives. ``'auto'``:
+        exact up to 2000 parameters, else cg.
+    solver_tol, solver_max_iter, batch_size : default=None
+        As in :class:`bayeslin.BayesianLinearRegressor`.
+    device : {'cpu', 'cuda'}, default='cpu'
+        Where the Laplace inference runs: 'cuda' moves the data and the
+        network's weights to the GPU with CuPy (the network itself is fitted
+        by scikit-learn on the CPU).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the posterior samples (and the default network).
+    verbose : bool, default=False
+        Print the evidence steps.
+
+    Attributes
+    ----------
+    estimator_ : MLPClassifier
+        The fitted network.
+    classes_ : ndarray of shape (n_classes,)
+    lambda_ : float or ndarray of shape (n_layers,)
+        Prior precision (per layer when ``prior_structure='layerwise'``).
+    effective_dim_ : float
+        Effective number of parameters ``Tr(H^-1 J^T B J)``.
+    n_params_ : int
+        Number of network parameters (weights and biases).
+    n_iter_ : int
+        Evidence steps performed (0 with a fixed prior).
+    solver_ : str
+    tangent_mode_ : ndarray of shape (n_params_,)
+        Mode of the tangent linear model at ``lambda_``.
+    posterior_samples_ : ndarray of shape (n_samples, n_params_)
+        Zero-mean posterior draws (perturbations of the network's weights).
+    prior_scale_ : ndarray of shape (n_params_,) or None
+        The g-prior's per-parameter scale.
+    n_features_in_ : int
+    feature_names_in_ : ndarray
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.neural_network import MLPClassifier
+    >>> from bayeslin import LinearisedLaplaceClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> net = MLPClassifier(hidden_layer_sizes=(10,), max_iter=2000, random_state=0)
+    >>> clf = LinearisedLaplaceClassifier(net, random_state=0).fit(X, y)
+    >>> proba = clf.predict_proba(X[:2])
+    """
+
+    _parameter_constraints: dict = {
+        **_LinearisedLaplaceBase._parameter_constraints,
+        "link": [StrOptions({"probit", "mc"})],
+    }
+
+    def __init__(
+        self,
+        estimator=None,
+        *,
+        prior_precision="evidence",
+        lambda_init=1.0,
+        prior_structure="scalar",
+        normalize=None,
+        link="probit",
+        n_samples=16,
+        max_iter=50,
+        tol=1e-3,
+        solver="auto",
+        solver_tol=None,
+        solver_max_iter=None,
+        batch_size=None,
+        device="cpu",
+        random_state=None,
+        verbose=False,
+    ):
+        self.estimator = estimator
+        self.prior_precision = prior_precision
+        self.lambda_init = lambda_init
+        self.prior_structure = prior_structure
+        self.normalize = normalize
+        self.link = link
+        self.n_samples = n_samples
+        self.max_iter = max_iter
+        self.tol = tol
+        self.solver = solver
+        self.solver_tol = solver_tol
+        self.solver_max_iter = solver_max_iter
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _network_template(self):
+        return MLPClassifier()
+
+    def _network_class(self):
+        return MLPClassifier
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y):
+        """Fit the network (unless frozen) and its linearised Laplace posterior.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Class labels (binary or multi-class; not multi-label).
+
+        Returns
+        -------
+        self : object
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True)
+        if y.ndim == 2 and y.shape[1] > 1:
+            raise ValueError(
+                f"Multi-label / multi-output targets (y of shape {y.shape}) are not supported; "
+                "pass one label per sample."
+            )
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if np.unique(y).shape[0] < 2:
+            raise ValueError("The classifier needs samples of at least 2 classes; the data have only 1 class.")
+        rng = check_random_state(self.random_state)
+        net = self._fit_network(X, y, rng)
+        if getattr(net, "out_activation_", None) not in ("softmax", "logistic") or (
+            net.out_activation_ == "logistic" and net.n_outputs_ != 1
+        ):
+            raise ValueError("The network was fitted for multi-label targets, which are not supported.")
+        self.estimator_ = net
+        self.classes_ = net.classes_
+        y_idx = np.searchsorted(self.classes_, y)
+        if np.any(y_idx >= len(self.classes_)) or np.any(self.classes_[np.minimum(y_idx, len(self.classes_) - 1)] != y):
+            raise ValueError("y contains labels the (frozen) network was not fitted on.")
+
+        to_dev = _device_namespace(self.device)
+        jac = MLPJacobian(net, to_dev(X))
+        xp = jac.xp
+        f = jac.outputs
+        lik = LogisticLikelihood(f) if jac.n_outputs == 1 else SoftmaxLikelihood(f)
+        features = jac.with_transform(lik.whitening_transform())
+        w = xp.asarray(to_dev(flatten_params(net)), dtype=jac.dtype)
+        g = lik.gradient(xp.asarray(to_dev(y_idx.astype(np.float64 if jac.n_outputs == 1 else np.int64))))
+        if jac.n_outputs == 1:
+            g = xp.astype(g, jac.dtype)
+        # One Newton step from the network's weights: (J^T B J) w - J^T g.
+        rhs = features.rmatmat(features.matmat(w[:, None])) - jac.vjp_outputs(g[:, :, None])
+
+        self._run_evidence(
+            jac, features, lambda alpha: rhs, tune_alpha=False, alpha_init=1.0, targets=None, rng=rng
+        )
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities integrated over the linearised posterior.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        X = self._check_X(X)
+        if self.link == "mc":
+            logits = self._logit_samples(X)
+            if logits.shape[1] == 1:
+                p1 = np.mean(_sigmoid(logits[:, 0, :]), axis=1)
+                return np.stack([1 - p1, p1], axis=1)
+            return np.mean(_softmax(logits, axis=1), axis=2)
+        f, var = self._output_moments(X, centre=self.estimator_.n_outputs_ > 1)
+        kappa = 1.0 / np.sqrt(1.0 + np.pi * np.maximum(var, 0.0) / 8.0)
+        if f.shape[1] == 1:
+            p1 = _sigmoid(kappa[:, 0] * f[:, 0])
+            return np.stack([1 - p1, p1], axis=1)
+        return _softmax(kappa * f, axis=1)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """Most probable class under :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+class LinearisedLaplaceRegressor(RegressorMixin, _LinearisedLaplaceBase):
+    """Predictive uncertainty for an MLPRegressor by linearised Laplace.
+
+    ``fit`` fits a clone of ``estimator`` (or uses a
+    :class:`sklearn.frozen.FrozenEstimator`'s network as is), then infers the
+    Gaussian posterior of the network's tangent linear model over all its
+    weights and biases, ``H = alpha J^T J + A``, with the noise precision
+    ``alpha`` and the prior precision tuned by MacKay's evidence updates at
+    the tangent model's exact mode (targets ``y - f(w) + J w``).
+
+    Parameters
+    ----------
+    estimator : MLPRegressor or FrozenEstimator, default=None
+        The network; ``None`` means ``MLPRegressor()``. One or several
+        outputs.
+    prior_precision : 'evidence', float or array-like, default='evidence'
+        As in :class:`LinearisedLaplaceClassifier`.
+    noise_precision : 'evidence' or float, default='evidence'
+        ``'evidence'``: tuned, from ``alpha_init``; a positive float fixes it.
+    alpha_init : float, default=None
+        Starting noise precision (default: the inverse mean squared training
+        residual of the network).
+    lambda_init, prior_structure, normalize, n_samples, max_iter, tol, solver, \
+solver_tol, solver_max_iter, batch_size, device, random_state, verbose
+        As in :class:`LinearisedLaplaceClassifier`.
+
+    Attributes
+    ----------
+    estimator_ : MLPRegressor
+    alpha_ : float
+        Noise precision.
+    lambda_ : float or ndarray of shape (n_layers,)
+    effective_dim_ : float
+    n_params_ : int
+    n_iter_ : int
+    solver_ : str
+    tangent_mode_ : ndarray of shape (n_params_,)
+    posterior_samples_ : ndarray of shape (n_samples, n_params_)
+        Zero-mean posterior draws (perturbations of the network's weights).
+    prior_scale_ : ndarray of shape (n_params_,) or None
+    n_features_in_ : int
+    feature_names_in_ : ndarray
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.neural_network import MLPRegressor
+    >>> from bayeslin import LinearisedLaplaceRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> net = MLPRegressor(hidden_layer_sizes=(8,), max_iter=3000, random_state=0)
+    >>> reg = LinearisedLaplaceRegressor(net, random_state=0).fit(X, y / 100)
+    >>> mean, std = reg.predict(X[:2], return_std=True)
+    """
+
+    _parameter_constraints: dict = {
+        **_LinearisedLaplaceBase._parameter_constraints,
+        "noise_precision": [StrOptions({"evidence"}), Interval(Real, 0, None, closed="neither")],
+        "alpha_init": [None, Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        estimator=None,
+        *,
+        prior_precision="evidence",
+        noise_precision="evidence",
+        alpha_init=None,
+        lambda_init=1.0,
+        prior_structure="scalar",
+        normalize=None,
+        n_samples=16,
+        max_iter=50,
+        tol=1e-3,
+        solver="auto",
+        solver_tol=None,
+        solver_max_iter=None,
+        batch_size=None,
+        device="cpu",
+        random_state=None,
+        verbose=False,
+    ):
+        self.estimator = estimator
+        self.prior_precision = prior_precision
+        self.noise_precision = noise_precision
+        self.alpha_init = alpha_init
+        self.lambda_init = lambda_init
+        self.prior_structure = prior_structure
+        self.normalize = normalize
+        self.n_samples = n_samples
+        self.max_iter = max_iter
+        self.tol = tol
+        self.solver = solver
+        self.solver_tol = solver_tol
+        self.solver_max_iter = solver_max_iter
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _network_template(self):
+        return MLPRegressor()
+
+    def _network_class(self):
+        return MLPRegressor
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y):
+        """Fit the network (unless frozen) and its linearised Laplace posterior.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self : object
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True, y_numeric=True)
+        rng = check_random_state(self.random_state)
+        net = self._fit_network(X, y, rng)
+        self.estimator_ = net
+        to_dev = _device_namespace(self.device)
+        jac = MLPJacobian(net, to_dev(X))
+        xp = jac.xp
+        f = jac.outputs
+        n, m = f.shape
+        Y = xp.reshape(xp.asarray(to_dev(np.asarray(y, dtype=np.float64)), dtype=jac.dtype), (n, m))
+        w = xp.asarray(to_dev(flatten_params(net)), dtype=jac.dtype)
+        # Tangent-model targets y - f(w) + J w: their least-squares mode is exact.
+        targets = xp.reshape(Y - f, (-1,)) + jac.matmat(w[:, None])[:, 0]
+        b = jac.rmatmat(targets[:, None])
+        resid = float(to_numpy(xp.mean((Y - f) ** 2)))
+        if isinstance(self.noise_precision, str):
+            alpha_init = 1.0 / (resid + np.finfo(np.float64).eps) if self.alpha_init is None else self.alpha_init
+            tune_alpha = True
+        else:
+            alpha_init, tune_alpha = float(self.noise_precision), False
+        result = self._run_evidence(
+            jac, jac, lambda alpha: alpha * b, tune_alpha=tune_alpha, alpha_init=alpha_init, targets=targets, rng=rng
+        )
+        self.alpha_ = float(result.alpha)
+        return self
+
+    def predict(self, X, return_std=False):
+        """Predict with the network, optionally with the predictive standard deviation.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        return_std : bool, default=False
+            Also return the predictive standard deviation: the spread of the
+            linearised network under the posterior plus the noise
+            ``1 / alpha_``. Exact for ``solver_='exact'``, the Monte Carlo
+            estimate from ``posterior_samples_`` otherwise.
+
+        Returns
+        -------
+        y_mean : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The network's prediction (the mean of the linearised predictive).
+        y_std : ndarray, same shape as ``y_mean``
+            Only if ``return_std``.
+        """
+        X = self._check_X(X)
+        y_mean = self.estimator_.predict(X)
+        if not return_std:
+            return y_mean
+        _, var = self._output_moments(X)
+        std = np.sqrt(np.maximum(var, 0.0) + 1.0 / self.alpha_)
+        return y_mean, std.reshape(y_mean.shape)
+
+
+def _sigmoid(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _softmax(z, axis):
+    z = z - np.max(z, axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+class _VerboseCallback:
+    """Plain progress lines for ``verbose=True``."""
+
+    def __init__(self, solver):
+        import time
+
+        self._time = time.perf_counter
+        self.solver = solver
+        self.start = self._time()
+
+    def __call__(self, it, alpha, lambdas, gammas, res):
+        extra = "" if res is None else f"  {self.solver}: {res.n_iter} its"
+        print(
+            f"[bayeslin-laplace] step {it:3d}  alpha={alpha:.4g}  lambda={np.array2string(np.asarray(lambdas), precision=4)}"
+            f"  gamma={float(np.sum(gammas)):.4g}{extra}  ({self._time() - self.start:.2f}s)"
+        )
