@@ -276,7 +276,7 @@ def fit_laplace_evidence(
     if res is not None:
         results.append(replace(res, solution=None))
     if exact:
-        noise = standard_normal(rng, (d, n_samples), xp, dtype, like=getattr(features, "X", None))
+        noise = standard_normal(rng, (d, n_samples), xp, dtype, features.device)
         samples = dense.cov_factor(alpha, system.prior) @ noise
     else:
         samples = state["samples"]

@@ -34,7 +34,7 @@ namespace of ``X``, so the operator runs on NumPy and CuPy alike.
 
 import numpy as np
 
-from ._backend import get_namespace
+from ._backend import asarray_on, create, device, get_namespace
 from .operators import FeatureOperator
 
 __all__ = ["MLPJacobian", "flatten_params", "mlp_forward", "param_groups", "unflatten_params"]
@@ -237,6 +237,10 @@ class MLPJacobian(FeatureOperator):
         return get_namespace(self.X)
 
     @property
+    def device(self):
+        return device(self.X)
+
+    @property
     def groups(self):
         """``(start, stop)`` of every layer's parameters."""
         return self._c["groups"]
@@ -426,13 +430,9 @@ class MLPJacobian(FeatureOperator):
 
     def dense(self):
         """``Phi`` as a dense ``(n * r, n_params)`` array (small problems only)."""
-        return self.matmat(self.xp.eye(self.n_params, dtype=self.dtype))
+        return self.matmat(create(self.xp, "eye", self.n_params, dtype=self.dtype, device_=self.device))
 
 
 def _to_like(xp, a, dtype, like):
-    from ._backend import device, is_cupy_array, to_device
-
-    out = xp.asarray(np.asarray(a), dtype=dtype)
-    if is_cupy_array(like):
-        out = to_device(out, device(like))
-    return out
+    """A host array (the network's weights) in ``xp`` on the device of ``like``."""
+    return asarray_on(np.asarray(a), xp, device(like), dtype)

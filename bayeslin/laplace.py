@@ -12,7 +12,6 @@ square-root factor, and the posterior is handled by the foundation's solvers
 (:mod:`bayeslin._laplace_evidence`).
 """
 
-import importlib
 import warnings
 from numbers import Integral, Real
 
@@ -31,7 +30,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._backend import to_numpy
+from ._backend import asarray_on, resolve_device, to_numpy
 from ._laplace_evidence import fit_laplace_evidence
 from ._mlp_jacobian import MLPJacobian, flatten_params
 from .evidence import SampleDraws
@@ -64,11 +63,11 @@ def _unwrap(estimator):
 
 
 def _device_namespace(device):
-    """Array module for ``device`` ('cpu': NumPy, 'cuda': CuPy)."""
-    if device == "cuda":
-        cupy = importlib.import_module("cupy")
-        return cupy.asarray
-    return np.asarray
+    """A function moving host arrays to ``device`` ('cpu': NumPy, 'cuda': CuPy), once per call."""
+    if device == "cpu":
+        return np.asarray
+    xp, dev = resolve_device(device)
+    return lambda a: asarray_on(np.asarray(a), xp, dev)
 
 
 class _LinearisedLaplaceBase(BaseEstimator):
@@ -298,7 +297,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
         if res.dense is not None:
             from ._backend import standard_normal
 
-            noise = standard_normal(rng, (self.n_params_, n_samples), xp, system.dtype, like=system.features.X)
+            noise = standard_normal(rng, (self.n_params_, n_samples), xp, system.dtype, system.features.device)
             z = res.dense.cov_factor(system.alpha, system.prior) @ noise
         else:
             draws = SampleDraws(system, n_samples, rng)
