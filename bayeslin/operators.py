@@ -43,6 +43,7 @@ __all__ = [
     "LinearOperatorFeatures",
     "ImplicitFeatures",
     "RandomFourierFeatures",
+    "MLPJacobian",
     "as_features",
     "is_feature_protocol",
 ]
@@ -699,3 +700,8 @@ def is_feature_protocol(X):
     return isinstance(X, (FeatureOperator, LinearOperator)) or (
         hasattr(X, "matmat") and hasattr(X, "rmatmat") and hasattr(X, "shape") and not hasattr(X, "__array_namespace__")
     )
+
+
+# The MLP Jacobian is a feature operator too (DESIGN.md section 5); it lives
+# in its own module and is imported last, as it subclasses FeatureOperator.
+from ._mlp_jacobian import MLPJacobian  # noqa: E402
