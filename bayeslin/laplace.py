@@ -283,7 +283,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
 
         Returns
         -------
-        weights : ndarray of shape (n_samples, n_params_)
+        weights : ndarray of shape (n_samples, n_params)
             ``w_MAP + z`` with ``z ~ N(0, H^-1)``: exact for
             ``solver_='exact'``; the iterative solvers solve a fresh block of
             sample-then-optimise problems on the training Jacobian.
@@ -397,11 +397,11 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
     n_iter_ : int
         Evidence steps performed (0 with a fixed prior).
     solver_ : str
-    tangent_mode_ : ndarray of shape (n_params_,)
+    tangent_mode_ : ndarray of shape (n_params,)
         Mode of the tangent linear model at ``lambda_``.
-    posterior_samples_ : ndarray of shape (n_samples, n_params_)
+    posterior_samples_ : ndarray of shape (n_samples, n_params)
         Zero-mean posterior draws (perturbations of the network's weights).
-    prior_scale_ : ndarray of shape (n_params_,) or None
+    prior_scale_ : ndarray of shape (n_params,) or None
         The g-prior's per-parameter scale.
     n_features_in_ : int
     feature_names_in_ : ndarray
@@ -609,10 +609,10 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
     n_params_ : int
     n_iter_ : int
     solver_ : str
-    tangent_mode_ : ndarray of shape (n_params_,)
-    posterior_samples_ : ndarray of shape (n_samples, n_params_)
+    tangent_mode_ : ndarray of shape (n_params,)
+    posterior_samples_ : ndarray of shape (n_samples, n_params)
         Zero-mean posterior draws (perturbations of the network's weights).
-    prior_scale_ : ndarray of shape (n_params_,) or None
+    prior_scale_ : ndarray of shape (n_params,) or None
     n_features_in_ : int
     feature_names_in_ : ndarray
 
