@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ._backend import scalar, standard_normal, to_numpy
+from ._backend import create, device, scalar, standard_normal, to_numpy
 from .evidence import SampleDraws
 from .solvers import SOLVERS, PosteriorPrecision
 
@@ -109,7 +109,7 @@ class DenseLaplace:
         xp = self.xp
         key = (float(alpha), tuple(to_numpy(prior).tolist()))
         if key != self._key:
-            H = alpha * self.G + xp.eye(self.G.shape[0], dtype=self.G.dtype) * prior[None, :]
+            H = alpha * self.G + create(xp, "eye", self.G.shape[0], dtype=self.G.dtype, device_=device(self.G)) * prior[None, :]
             Lc = xp.linalg.cholesky(H)
             # H = Lc Lc^T, so C = Lc^-T is a square root of H^-1: no second
             # (ill-conditioned) factorisation of the inverse is needed.
@@ -129,9 +129,9 @@ def _group_sums(values, groups, xp):
     return xp.stack([xp.sum(values[a:b, ...], axis=0) for a, b in groups])
 
 
-def expand_prior(lambdas, groups, scale, xp, dtype):
+def expand_prior(lambdas, groups, scale, xp, dtype, device_=None):
     """``A_jj = lambda_{g(j)} c_j`` as a (d,) array."""
-    parts = [xp.full((b - a,), float(lam), dtype=dtype) for lam, (a, b) in zip(lambdas, groups)]
+    parts = [create(xp, "full", (b - a,), float(lam), dtype=dtype, device_=device_) for lam, (a, b) in zip(lambdas, groups)]
     A = xp.concat(parts)
     return A if scale is None else A * scale
 
@@ -195,7 +195,7 @@ def fit_laplace_evidence(
     alpha = float(alpha_init)
     sizes = np.array([b - a for a, b in groups], dtype=np.float64)
     exact = solver == "exact"
-    prior = expand_prior(lambdas, groups, prior_scale, xp, dtype)
+    prior = expand_prior(lambdas, groups, prior_scale, xp, dtype, features.device)
     system = PosteriorPrecision(features, alpha, prior)
     if exact:
         dense = DenseLaplace(features)
@@ -206,7 +206,7 @@ def fit_laplace_evidence(
         if solver == "sgd":
             options.setdefault("random_state", rng)
         solve = SOLVERS[solver]
-    scale = xp.ones((d,), dtype=dtype) if prior_scale is None else prior_scale
+    scale = create(xp, "ones", (d,), dtype=dtype, device_=features.device) if prior_scale is None else prior_scale
     # The mean curvature per parameter sets the range lambda may take. A
     # network that saturates on its training data has B ~ 0: gamma -> 0, the
     # Newton step explodes and the bare update drives lambda to a value at
@@ -267,7 +267,7 @@ def fit_laplace_evidence(
         history.append({"alpha": alpha, "lambdas": lambdas.copy(), "gammas": gammas.copy(), "sse": sse})
         change = max(np.max(np.abs(new_lambdas / lambdas - 1)), abs(new_alpha / alpha - 1))
         lambdas, alpha = new_lambdas, float(new_alpha)
-        system = system.with_hyperparameters(alpha, expand_prior(lambdas, groups, prior_scale, xp, dtype))
+        system = system.with_hyperparameters(alpha, expand_prior(lambdas, groups, prior_scale, xp, dtype, features.device))
         if change < tol:
             converged = True
             break

@@ -332,13 +332,13 @@ class MLPJacobian(FeatureOperator):
         """
         xp = self.xp
         r = self.n_rows_per_obs
-        rows = xp.asarray(rows)
+        rows = asarray_on(rows, xp, self.device)
         obs = rows // r
         out = rows % r
         c = self._c
         acts = [xp.take(a, obs, axis=0) for a in c["acts"]]
         if self.transform is None:
-            eye = xp.eye(self.n_outputs, dtype=self.dtype)
+            eye = create(xp, "eye", self.n_outputs, dtype=self.dtype, device_=self.device)
             T = xp.take(eye, out, axis=0)[:, None, :]
         else:
             flat = xp.reshape(self.transform, (self.n_obs * r, self.n_outputs))
@@ -351,7 +351,7 @@ class MLPJacobian(FeatureOperator):
     def take_observations(self, obs):
         """Restrict to whole observations (all their rows), e.g. for a held-out batch."""
         xp = self.xp
-        obs = xp.asarray(obs)
+        obs = asarray_on(obs, xp, self.device)
         c = self._c
         sub = dict(c)
         sub["acts"] = [xp.take(a, obs, axis=0) for a in c["acts"]]
@@ -373,7 +373,7 @@ class MLPJacobian(FeatureOperator):
         grads = self._hidden_grads(acts)
         b = stop - start
         if self.transform is None:
-            eye = xp.eye(self.n_outputs, dtype=self.dtype)
+            eye = create(xp, "eye", self.n_outputs, dtype=self.dtype, device_=self.device)
             G = xp.broadcast_to(eye[None, :, :], (b, self.n_outputs, self.n_outputs))
         else:
             G = xp.permute_dims(self.transform[start:stop, ...], (0, 2, 1))
@@ -419,7 +419,7 @@ class MLPJacobian(FeatureOperator):
         """Dense ``Phi^T W Phi`` by blocks of unit vectors (small ``n_params`` only)."""
         xp = self.xp
         d = self.n_params
-        eye = xp.eye(d, dtype=self.dtype)
+        eye = create(xp, "eye", d, dtype=self.dtype, device_=self.device)
         cols = []
         for start in range(0, d, 256):
             P = self.matmat(eye[:, start : min(d, start + 256)])

@@ -30,7 +30,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._backend import asarray_on, resolve_device, to_numpy
+from ._backend import asarray_on, create, resolve_device, to_numpy
 from ._laplace_evidence import fit_laplace_evidence
 from ._mlp_jacobian import MLPJacobian, flatten_params
 from .evidence import SampleDraws
@@ -239,7 +239,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
         dense = self._result.dense
         f, var = [], []
         for start in range(0, n, _PREDICT_CHUNK):
-            sub = jac.take_observations(xp.arange(start, min(n, start + _PREDICT_CHUNK)))
+            sub = jac.take_observations(create(xp, "arange", start, min(n, start + _PREDICT_CHUNK), device_=jac.device))
             if dense is not None:
                 # Exact: diag(J H^-1 J^T) = row norms of J C with C C^T = H^-1.
                 P = sub.jvp_outputs(dense.cov_factor(self._result.system.alpha, self._result.system.prior))
@@ -262,7 +262,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
         xp = jac.xp
         out = []
         for start in range(0, jac.n_obs, _PREDICT_CHUNK):
-            sub = jac.take_observations(xp.arange(start, min(jac.n_obs, start + _PREDICT_CHUNK)))
+            sub = jac.take_observations(create(xp, "arange", start, min(jac.n_obs, start + _PREDICT_CHUNK), device_=jac.device))
             out.append(to_numpy(sub.outputs[:, :, None] + sub.jvp_outputs(self._result.samples)))
         return np.concatenate(out)
 

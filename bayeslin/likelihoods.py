@@ -10,7 +10,7 @@ Arrays are per observation: outputs ``f`` of shape ``(n, m)``, blocks ``U`` of
 shape ``(n, m, k)``. Everything is written over the array namespace of ``f``.
 """
 
-from ._backend import get_namespace
+from ._backend import create, device, get_namespace
 
 __all__ = ["GaussianLikelihood", "LogisticLikelihood", "SoftmaxLikelihood"]
 
@@ -62,7 +62,7 @@ class GaussianLikelihood(_Likelihood):
 
     def sqrt_factor(self):
         xp = self.xp
-        eye = xp.eye(self.m, dtype=self.outputs.dtype) * self.precision**0.5
+        eye = create(xp, "eye", self.m, dtype=self.outputs.dtype, device_=device(self.outputs)) * self.precision**0.5
         return xp.broadcast_to(eye[None, :, :], (self.n, self.m, self.m))
 
     def hessian_times(self, U):
@@ -132,7 +132,7 @@ class SoftmaxLikelihood(_Likelihood):
         xp = self.xp
         p = self.proba
         s = p**0.5
-        eye = xp.eye(self.m, dtype=p.dtype)
+        eye = create(xp, "eye", self.m, dtype=p.dtype, device_=device(p))
         return eye[None, :, :] * s[:, None, :] - p[:, :, None] * s[:, None, :]
 
     def hessian_times(self, U):
@@ -158,5 +158,5 @@ class SoftmaxLikelihood(_Likelihood):
     def gradient(self, y):
         """Gradient of the summed NLL w.r.t. the logits for integer labels ``y``, shape (n, m)."""
         xp = self.xp
-        onehot = xp.astype(xp.reshape(y, (self.n, 1)) == xp.arange(self.m)[None, :], self.proba.dtype)
+        onehot = xp.astype(xp.reshape(y, (self.n, 1)) == create(xp, "arange", self.m, device_=device(y))[None, :], self.proba.dtype)
         return self.proba - onehot

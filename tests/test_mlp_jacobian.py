@@ -186,16 +186,19 @@ def test_array_api_strict_namespace():
     xs = pytest.importorskip("array_api_strict")
     from bayeslin.likelihoods import SoftmaxLikelihood
 
+    from bayeslin._backend import to_numpy
+
     mlp, X = make_network("tanh", "multiclass")
     rng = np.random.RandomState(0)
-    Jn, Js = MLPJacobian(mlp, X), MLPJacobian(mlp, xs.asarray(X))
+    dev = xs.Device("device1")  # refuses to mix devices, as a second GPU would
+    Jn, Js = MLPJacobian(mlp, X), MLPJacobian(mlp, xs.asarray(X, device=dev))
     Tn = np.asarray(SoftmaxLikelihood(Jn.outputs).whitening_transform())
     Fs = Js.with_transform(SoftmaxLikelihood(Js.outputs).whitening_transform())
     Fn = Jn.with_transform(Tn)
     V, U = rng.randn(Jn.shape[1], 2), rng.randn(Jn.shape[0], 2)
-    _close(np.asarray(Fs.matmat(xs.asarray(V))), Fn.matmat(V))
-    _close(np.asarray(Fs.rmatmat(xs.asarray(U))), Fn.rmatmat(U))
-    _close(np.asarray(Fs.row_sq_norms()), Fn.row_sq_norms())
-    _close(np.asarray(Fs.col_sq_norms()), Fn.col_sq_norms())
+    _close(to_numpy(Fs.matmat(xs.asarray(V, device=dev))), Fn.matmat(V))
+    _close(to_numpy(Fs.rmatmat(xs.asarray(U, device=dev))), Fn.rmatmat(U))
+    _close(to_numpy(Fs.row_sq_norms()), Fn.row_sq_norms())
+    _close(to_numpy(Fs.col_sq_norms()), Fn.col_sq_norms())
     rows = np.array([1, 4, 4])
-    _close(np.asarray(Fs.take_rows(xs.asarray(rows)).dense()), Fn.take_rows(rows).dense())
+    _close(to_numpy(Fs.take_rows(xs.asarray(rows, device=dev)).dense()), Fn.take_rows(rows).dense())
