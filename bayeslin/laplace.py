@@ -86,7 +86,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
         "solver_tol": [None, Interval(Real, 0, None, closed="neither")],
         "solver_max_iter": [None, Interval(Integral, 1, None, closed="left")],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
-        "device": [StrOptions({"cpu", "cuda"})],
+        "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -374,10 +374,10 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         exact up to 2000 parameters, else cg.
     solver_tol, solver_max_iter, batch_size : default=None
         As in :class:`bayeslin.BayesianLinearRegressor`.
-    device : {'cpu', 'cuda'}, default='cpu'
-        Where the Laplace inference runs: 'cuda' moves the data and the
-        network's weights to the GPU with CuPy (the network itself is fitted
-        by scikit-learn on the CPU).
+    device : {'cpu', 'cuda', 'cuda:N'}, default='cpu'
+        Where the Laplace inference runs: 'cuda' (or GPU ``N``) moves the
+        data and the network's weights to the GPU with CuPy (the network
+        itself is fitted by scikit-learn on the CPU).
     random_state : int, RandomState instance or None, default=None
         Seeds the posterior samples (and the default network).
     verbose : bool, default=False

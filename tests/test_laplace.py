@@ -430,3 +430,14 @@ def test_evidence_loop_runs_on_array_api_strict(multiclass, solver):
     assert_allclose(out[1][0], out[0][0], rtol=1e-8)
     assert_allclose(out[1][1], out[0][1], rtol=1e-8, atol=1e-10)
     assert_allclose(out[1][2], out[0][2], rtol=1e-8, atol=1e-10)
+
+
+def test_device_parameter(multiclass):
+    X, y, net, _ = multiclass
+    with pytest.raises(ValueError, match="device must be"):
+        LinearisedLaplaceClassifier(FrozenEstimator(net), device="tpu").fit(X, y)
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="needs CuPy"):
+            LinearisedLaplaceClassifier(FrozenEstimator(net), device="cuda:0").fit(X, y)
