@@ -56,7 +56,7 @@ def check_device_array(X, *, name="X", keep_float32=True):
     return X
 
 
-def check_device_vector(y, xp, device_, dtype, *, name="y", n=None):
+def check_device_vector(y, xp, dtype, *, name="y", n=None):
     """Check a 1-d target or weight vector already in the model's namespace.
 
     A column vector is flattened with scikit-learn's DataConversionWarning.

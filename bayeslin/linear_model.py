@@ -314,12 +314,12 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         features = as_features(X)
         xp, dev, dtype = features.xp, features.device, features.dtype
         n = features.shape[0]
-        y = check_device_vector(asarray_on(_as_array(y), xp, dev), xp, dev, dtype, name="y", n=n)
+        y = check_device_vector(asarray_on(_as_array(y), xp, dev), xp, dtype, name="y", n=n)
         if sample_weight is not None:
             if isinstance(sample_weight, Real):
                 sample_weight = np.full(n, float(sample_weight))
             w = asarray_on(_as_array(sample_weight), xp, dev)
-            w = check_device_vector(w, xp, dev, dtype, name="sample_weight", n=n)
+            w = check_device_vector(w, xp, dtype, name="sample_weight", n=n)
             if bool(xp.any(w < 0)):
                 raise ValueError("Negative values in data passed to `sample_weight`")
             if not bool(xp.any(w > 0)):
@@ -366,11 +366,11 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
         # Centre with the weighted means implicitly (Phi = X - 1 m^T), so X is
         # neither copied nor overwritten and sparse or implicit X stays so.
-        ones = xp.ones_like(y)
-        w = ones if weights is None else weights
+        w = xp.ones_like(y) if weights is None else weights
+        y_mean = scalar(xp.sum(w * y)) / n_eff
         if self.fit_intercept:
             X_offset = features.rmatmat(w[:, None])[:, 0] / n_eff
-            y_offset = scalar(xp.sum(w * y)) / n_eff
+            y_offset = y_mean
             features = CenteredFeatures(features, X_offset)
         else:
             X_offset = create(xp, "zeros", d, dtype=dtype, device_=dev)
@@ -380,7 +380,6 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
         eps = np.finfo(np.float64).eps
         # BayesianRidge's start: the (weighted) variance of y, with or without an intercept.
-        y_mean = scalar(xp.sum(w * y)) / n_eff
         y_var = scalar(xp.sum(w * (y - y_mean) ** 2)) / n_eff
         alpha_init = 1.0 / (y_var + eps) if self.alpha_init is None else self.alpha_init
         lambda_init = 1.0 if self.lambda_init is None else self.lambda_init

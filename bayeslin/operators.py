@@ -429,8 +429,7 @@ class CenteredFeatures(FeatureOperator):
         xp = self.xp
         cached = getattr(self, "_weighted_sums", None)
         if cached is None or cached[0] is not weights:
-            ones = xp.ones_like(self.base.matmat(self.offset[:, None])[:, 0])
-            w = ones if weights is None else weights
+            w = self._ones(self.shape[0]) if weights is None else weights
             self._weighted_sums = (weights, self.base.rmatmat(w[:, None])[:, 0], xp.sum(w))
         _, s, total = self._weighted_sums
         mV = (self.offset @ V)[None, :]
@@ -454,7 +453,7 @@ class CenteredFeatures(FeatureOperator):
 
     def col_sq_norms(self, weights=None):
         xp = self.xp
-        w = xp.ones_like(self.base.row_sq_norms()) if weights is None else weights
+        w = self._ones(self.shape[0]) if weights is None else weights
         m = self.offset
         s = self.base.rmatmat(w[:, None])[:, 0]
         return self.base.col_sq_norms(weights) - 2 * m * s + xp.sum(w) * m * m
