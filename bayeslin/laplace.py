@@ -35,15 +35,13 @@ from ._laplace_evidence import fit_laplace_evidence
 from ._mlp_jacobian import MLPJacobian, flatten_params
 from .evidence import SampleDraws
 from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
-from .solvers import SOLVERS
+from .solvers import SOLVERS, solver_options
 
 __all__ = ["LinearisedLaplaceClassifier", "LinearisedLaplaceRegressor"]
 
 # Beyond this many parameters the dense d x d route (d Jacobian-vector
 # products and a d^3 inversion) stops paying for itself on a CPU.
 _EXACT_MAX_PARAMS = 2000
-_DEFAULT_SOLVER_TOL = {"cg": 1e-6, "sgd": 1e-4}
-_DEFAULT_SOLVER_MAX_ITER = {"cg": 1000, "sgd": 10000}
 # Floor of the g-prior's scale relative to its mean: a parameter the data
 # do not touch (a dead ReLU unit) would otherwise get no prior at all.
 _GPRIOR_FLOOR = 1e-4
@@ -123,14 +121,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
         return "exact" if d <= _EXACT_MAX_PARAMS else "cg"
 
     def _solver_options(self, solver):
-        if solver == "exact":
-            return {}
-        options = {
-            "tol": _DEFAULT_SOLVER_TOL[solver] if self.solver_tol is None else self.solver_tol,
-            "max_iter": _DEFAULT_SOLVER_MAX_ITER[solver] if self.solver_max_iter is None else self.solver_max_iter,
-        }
-        if solver == "sgd":
-            options["batch_size"] = self.batch_size
+        options = solver_options(solver, tol=self.solver_tol, max_iter=self.solver_max_iter, batch_size=self.batch_size)
         if solver == "cg" and self.normalize == "g-prior":
             # The g-prior makes H's diagonal span the curvature's range
             # (orders of magnitude): Jacobi undoes exactly that scaling.

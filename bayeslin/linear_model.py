@@ -28,7 +28,7 @@ from ._backend import (
 from ._validation import check_consistent_length, check_device_array, check_device_vector
 from .evidence import SampleDraws, fit_evidence
 from .operators import CenteredFeatures, as_features, is_feature_protocol
-from .solvers import SOLVERS, exact_factorization
+from .solvers import SOLVERS, exact_factorization, solver_options
 
 __all__ = ["BayesianLinearRegressor"]
 
@@ -37,12 +37,6 @@ __all__ = ["BayesianLinearRegressor"]
 # dense factorisations are fast enough to double it (DESIGN.md section 3).
 _EXACT_MAX_SIDE = 8192
 _EXACT_MAX_SIDE_DEVICE = 16384
-
-_DEFAULT_SOLVER_TOL = {"exact": 0.0, "cg": 1e-6, "sgd": 1e-4}
-# In float32 a relative residual much below 1e-4 is rounding: the products
-# with H themselves carry an error of about eps32 * cond(H).
-_DEFAULT_SOLVER_TOL_FLOAT32 = {"exact": 0.0, "cg": 1e-4, "sgd": 1e-3}
-_DEFAULT_SOLVER_MAX_ITER = {"exact": 0, "cg": 1000, "sgd": 10000}
 
 
 class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
@@ -246,16 +240,13 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         return "exact" if min(n, d) <= limit else "cg"
 
     def _solver_options(self, solver, dtype=np.float64):
-        if solver == "exact":
-            return {}
-        defaults = _DEFAULT_SOLVER_TOL_FLOAT32 if str(dtype).endswith("float32") else _DEFAULT_SOLVER_TOL
-        options = {
-            "tol": defaults[solver] if self.solver_tol is None else self.solver_tol,
-            "max_iter": _DEFAULT_SOLVER_MAX_ITER[solver] if self.solver_max_iter is None else self.solver_max_iter,
-        }
-        if solver == "sgd":
-            options["batch_size"] = self.batch_size
-        return options
+        return solver_options(
+            solver,
+            tol=self.solver_tol,
+            max_iter=self.solver_max_iter,
+            batch_size=self.batch_size,
+            float32=str(dtype).endswith("float32"),
+        )
 
     def _validate_X(self, X, reset):
         """Validate ``X``; return ``(X, placement)``: ``X`` where the model computes, and where ``X`` came from."""
