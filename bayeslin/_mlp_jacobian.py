@@ -35,7 +35,7 @@ namespace of ``X``, so the operator runs on NumPy and CuPy alike.
 import numpy as np
 
 from ._backend import asarray_on, create, device, get_namespace
-from .operators import FeatureOperator
+from .operators import _ArrayBacked
 
 __all__ = ["MLPJacobian", "flatten_params", "mlp_forward", "param_groups", "unflatten_params"]
 
@@ -156,7 +156,7 @@ def mlp_forward(weights, biases, activation, X, xp):
     raise ValueError("The network has no layers.")  # pragma: no cover
 
 
-class MLPJacobian(FeatureOperator):
+class MLPJacobian(_ArrayBacked):
     """Jacobian ``Phi`` of a fitted scikit-learn MLP's outputs w.r.t. all its parameters.
 
     Parameters
@@ -231,14 +231,6 @@ class MLPJacobian(FeatureOperator):
         self.n_rows_per_obs = self.n_outputs if transform is None else transform.shape[1]
         self.n_params = _cache["groups"][-1][1]
         self.shape = (self.n_obs * self.n_rows_per_obs, self.n_params)
-
-    @property
-    def xp(self):
-        return get_namespace(self.X)
-
-    @property
-    def device(self):
-        return device(self.X)
 
     @property
     def groups(self):

@@ -208,7 +208,19 @@ class FeatureOperator:
         return K
 
 
-class DenseFeatures(FeatureOperator):
+class _ArrayBacked(FeatureOperator):
+    """An operator computed from an array ``self.X``: its namespace and device are the array's."""
+
+    @property
+    def xp(self):
+        return get_namespace(self.X)
+
+    @property
+    def device(self):
+        return device(self.X)
+
+
+class DenseFeatures(_ArrayBacked):
     """A dense feature matrix held in memory (NumPy, CuPy or another array-API array).
 
     Parameters
@@ -220,14 +232,6 @@ class DenseFeatures(FeatureOperator):
         self.X = X
         self.shape = tuple(X.shape)
         self.dtype = X.dtype
-
-    @property
-    def xp(self):
-        return get_namespace(self.X)
-
-    @property
-    def device(self):
-        return device(self.X)
 
     def matmat(self, V):
         return self.X @ V
@@ -563,7 +567,7 @@ class ImplicitFeatures(FeatureOperator):
         return super().col_sq_norms(weights)
 
 
-class RandomFourierFeatures(FeatureOperator):
+class RandomFourierFeatures(_ArrayBacked):
     """Random Fourier features of an RBF kernel, generated on the fly in row batches.
 
     ``Phi_ij = sqrt(2 / d) cos(x_i . omega_j + b_j)`` with
@@ -619,14 +623,6 @@ class RandomFourierFeatures(FeatureOperator):
             _frequencies = (asarray_on(omega, xp, device(X), X.dtype), asarray_on(phase, xp, device(X), X.dtype))
         self.omega, self.phase = _frequencies
         self.scale = math.sqrt(2.0 / n_components)
-
-    @property
-    def xp(self):
-        return get_namespace(self.X)
-
-    @property
-    def device(self):
-        return device(self.X)
 
     def with_inputs(self, X):
         """Return the same features (same frequencies) at new inputs ``X``, e.g. test points."""
