@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._backend import (
     asarray_on,
@@ -25,7 +25,7 @@ from ._backend import (
     scalar,
     standard_normal,
 )
-from ._validation import check_consistent_length, check_device_array, check_device_vector
+from ._validation import check_device_array, check_device_vector
 from .evidence import SampleDraws, fit_evidence
 from .operators import CenteredFeatures, as_features, is_feature_protocol
 from .solvers import SOLVERS, exact_factorization, solver_options
@@ -634,8 +634,6 @@ class _Placement:
 def _is_host_input(X):
     """NumPy, lists, pandas and scipy.sparse: what sklearn's validate_data takes as it is."""
     if is_sparse(X):
-        import scipy.sparse as sp
-
         return sp.issparse(X)
     if hasattr(X, "__array_namespace__") or hasattr(X, "__cuda_array_interface__") or hasattr(X, "__dlpack__"):
         return isinstance(X, np.ndarray)
