@@ -4,8 +4,7 @@ Besides time, ``track_gpu_peak_bytes`` reports the bytes CuPy's memory pool
 holds after a fit from an emptied pool: asv's ``peakmem_`` measures host
 memory only.
 
-CuPy input goes through scikit-learn's array API dispatch; ``__init__.py``
-sets the ``SCIPY_ARRAY_API=1`` that this needs before SciPy is imported.
+CuPy input needs no configuration: the estimator validates it on the device.
 """
 
 import warnings
@@ -42,26 +41,11 @@ class FitGPU:
     timeout = 300
 
     def setup(self, solver, size):
-        cupy = _cupy()
-        import sklearn
-
-        self.cupy = cupy
+        self.cupy = cupy = _cupy()
         X, y = make_data(*_shape(size))
         self.X, self.y = cupy.asarray(X), cupy.asarray(y)
-        self.config = sklearn.config_context(array_api_dispatch=True)
-        self.config.__enter__()
-        try:
-            _fitted(solver, self.X[:50, :20], self.y[:50])  # warm-up; skip early if not implemented
-        except NotImplementedError:
-            self.teardown(solver, size)
-            raise
+        _fitted(solver, self.X[:50, :20], self.y[:50])  # warm-up; skip early if not implemented
         self.model = BayesianLinearRegressor(solver=solver, random_state=0)
-
-    def teardown(self, solver, size):
-        # asv calls teardown after a skipped setup too.
-        config, self.config = getattr(self, "config", None), None
-        if config is not None:
-            config.__exit__(None, None, None)
 
     def time_fit(self, solver, size):
         self.model.fit(self.X, self.y)
@@ -86,24 +70,10 @@ class PredictGPU:
     timeout = 300
 
     def setup(self, solver, size):
-        cupy = _cupy()
-        import sklearn
-
-        self.cupy = cupy
+        self.cupy = cupy = _cupy()
         X, y = make_data(*_shape(size))
-        self.config = sklearn.config_context(array_api_dispatch=True)
-        self.config.__enter__()
-        try:
-            self.model = _fitted(solver, cupy.asarray(X), cupy.asarray(y))
-        except NotImplementedError:
-            self.teardown(solver, size)
-            raise
+        self.model = _fitted(solver, cupy.asarray(X), cupy.asarray(y))
         self.X_test = cupy.asarray(make_data(20000, X.shape[1], seed=1)[0])
-
-    def teardown(self, solver, size):
-        config, self.config = getattr(self, "config", None), None
-        if config is not None:
-            config.__exit__(None, None, None)
 
     def time_predict_std(self, solver, size):
         self.model.predict(self.X_test, return_std=True)
