@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ._backend import create, device, scalar, standard_normal, to_numpy
-from .evidence import SampleDraws
+from .evidence import SampleDraws, min_variance_mean, spanned_inverse_diagonal
 from .solvers import SOLVERS, PosteriorPrecision
 
 __all__ = ["DenseLaplace", "LaplaceEvidenceResult", "fit_laplace_evidence"]
@@ -236,10 +236,15 @@ def fit_laplace_evidence(
             MZ = alpha * features.rmatmat(P)
             a = to_numpy(_group_sums(Z * MZ, groups, xp))  # (n_groups, k)
             b = sizes[:, None] - to_numpy(_group_sums(prior[:, None] * Z * Z, groups, xp))
-            gammas = np.array([_combine(a[g], b[g]) for g in range(len(groups))])
-            exact_gammas = _spanned_gammas(Z, sample_rhs, prior, groups, sizes)
-            if exact_gammas is not None:
-                gammas = exact_gammas
+            diag = spanned_inverse_diagonal(Z, sample_rhs)
+            if diag is not None:
+                # H^-1 known exactly: gamma_g = |g| - sum_{j in g} A_jj (H^-1)_jj.
+                Ad = to_numpy(prior) * diag
+                gammas = sizes - np.array([np.sum(Ad[start:stop]) for start, stop in groups])
+            elif a.shape[1] < 2:
+                gammas = a[:, 0]
+            else:
+                gammas = np.array([min_variance_mean(np.stack([a[g], b[g]], axis=1)) for g in range(len(groups))])
             gammas = np.clip(gammas, 0.0, sizes)
         state["mode"] = mode
         return res, mode, gammas
@@ -293,36 +298,3 @@ def fit_laplace_evidence(
         solver_results=results,
         history=history,
     )
-
-
-def _spanned_gammas(Z, Y, prior, groups, sizes):
-    """Exact ``gamma_g`` when the right-hand sides ``Y`` span the parameter space (k > d).
-
-    Then ``H^-1 = Z Y^+`` is known from the solves (as in
-    :func:`bayeslin.evidence.estimate_effective_dim`); tiny networks with
-    many samples get the dense answer without a dense factorisation.
-    """
-    d, k = Z.shape
-    if k <= d:
-        return None
-    Yh, Zh = to_numpy(Y), to_numpy(Z)
-    gram = Yh @ Yh.T
-    if np.linalg.cond(gram) >= 1e8:
-        return None
-    # diag(Z Y^T (Y Y^T)^-1), with (Y Y^T)^-1 symmetric.
-    diag = np.sum(Zh * np.linalg.solve(gram, Yh), axis=1)
-    Ad = to_numpy(prior) * diag
-    return sizes - np.array([np.sum(Ad[a:b]) for a, b in groups])
-
-
-def _combine(a, b):
-    """Mean of ``b + beta (a - b)`` at the ``beta`` of smallest empirical variance."""
-    k = a.shape[0]
-    if k < 2:
-        return float(a[0])
-    diff = a - b
-    var = float(np.var(diff))
-    if var <= 1e-300:
-        return float(np.mean(b))
-    beta = -float(np.mean((b - b.mean()) * (diff - diff.mean()))) / var
-    return float(np.mean(b) + beta * np.mean(diff))

@@ -18,7 +18,14 @@ import numpy as np
 from ._backend import get_namespace, scalar, standard_normal, to_numpy
 from .solvers import SOLVERS, PosteriorPrecision, SolverResult, exact_factorization
 
-__all__ = ["EvidenceResult", "fit_evidence", "estimate_effective_dim", "SampleDraws"]
+__all__ = [
+    "EvidenceResult",
+    "fit_evidence",
+    "estimate_effective_dim",
+    "min_variance_mean",
+    "spanned_inverse_diagonal",
+    "SampleDraws",
+]
 
 
 @dataclass
@@ -131,11 +138,9 @@ def estimate_effective_dim(system, samples, data_images, draws, rhs=None):
     d, k = samples.shape
     n = data_images.shape[0]
     lam, alpha = system.prior, system.alpha
-    if rhs is not None and k > d:
-        Y = to_numpy(rhs)
-        gram = Y @ Y.T
-        if np.linalg.cond(gram) < 1e8:
-            return float(d - lam * np.trace(np.linalg.solve(gram, to_numpy(samples) @ Y.T)))
+    diag = None if rhs is None else spanned_inverse_diagonal(samples, rhs)
+    if diag is not None:
+        return float(d - lam * np.sum(diag))
     xi = draws.xi
     estimates = np.stack(
         [
@@ -147,13 +152,61 @@ def estimate_effective_dim(system, samples, data_images, draws, rhs=None):
     )
     if k < 2:
         return float(estimates[0, 0])
-    cov = np.cov(estimates, rowvar=False, bias=True)
-    # A ridge of relative size 1e-10 keeps a zero-variance (exact) estimate usable.
-    cov = cov + 1e-10 * max(np.trace(cov), np.finfo(float).tiny) * np.eye(3)
-    weights = np.linalg.solve(cov, np.ones(3))
-    weights /= weights.sum()
     # gamma lies in [0, min(n, d)]; a noisy estimate must not leave it.
-    return float(np.clip(np.mean(estimates @ weights), 0.0, min(n, d)))
+    return float(np.clip(min_variance_mean(estimates), 0.0, min(n, d)))
+
+
+def min_variance_mean(estimates):
+    """Mean of the affine combination of unbiased estimates with the smallest empirical variance.
+
+    Parameters
+    ----------
+    estimates : array of shape (k, m)
+        ``k`` draws of ``m`` unbiased estimates of one quantity (k >= 2).
+
+    Returns
+    -------
+    float
+        ``mean(estimates @ w)`` with ``sum(w) = 1`` minimising the
+        empirical variance of ``estimates @ w``.
+    """
+    m = estimates.shape[1]
+    cov = np.cov(estimates, rowvar=False, bias=True).reshape(m, m)
+    # A ridge of relative size 1e-10 keeps a zero-variance (exact) estimate usable.
+    cov = cov + 1e-10 * max(np.trace(cov), np.finfo(float).tiny) * np.eye(m)
+    weights = np.linalg.solve(cov, np.ones(m))
+    weights /= weights.sum()
+    return float(np.mean(estimates @ weights))
+
+
+def spanned_inverse_diagonal(samples, rhs):
+    """``diag(H^-1)`` from ``Z = H^-1 Y`` when the right-hand sides ``Y`` span the space.
+
+    With more right-hand sides than parameters (and ``Y Y^T`` well
+    conditioned), ``H^-1 = Z Y^+ = Z Y^T (Y Y^T)^-1`` is known exactly from
+    the solves.
+
+    Parameters
+    ----------
+    samples : array of shape (d, k)
+        ``Z``.
+    rhs : array of shape (d, k)
+        ``Y``.
+
+    Returns
+    -------
+    ndarray of shape (d,) or None
+        On the host; None when ``k <= d`` or ``Y Y^T`` is ill-conditioned.
+    """
+    d, k = samples.shape
+    if k <= d:
+        return None
+    Y = to_numpy(rhs)
+    gram = Y @ Y.T
+    if np.linalg.cond(gram) >= 1e8:
+        return None
+    # (Z Y^T G^-1)_ii with G = Y Y^T symmetric.
+    return np.sum(to_numpy(samples) * np.linalg.solve(gram, Y), axis=1)
 
 
 def log_evidence(n_eff, d, alpha, lam, sse, coef_sq, logdet, priors):
