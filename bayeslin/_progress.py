@@ -48,6 +48,13 @@ def _max_residual(result):
     return float(np.max(np.asarray(norms)))
 
 
+def _format(value):
+    """A hyperparameter for display: one number, or one per parameter group."""
+    if np.ndim(value) == 0:
+        return f"{float(value):.4g}"
+    return np.array2string(np.asarray(value, dtype=float), precision=4)
+
+
 class EvidenceProgress:
     """Report the evidence steps of a fit, with tqdm if available.
 
@@ -68,7 +75,9 @@ class EvidenceProgress:
     -----
     The instance is the callback: ``progress(iteration, alpha, lambda_,
     gamma, solver_result)``, the signature of the ``callback`` argument of
-    :func:`bayeslin.evidence.fit_evidence`. Call :meth:`close` when the fit
+    :func:`bayeslin.evidence.fit_evidence` (``lambda_`` may hold one value
+    per parameter group, and ``solver_result`` may be None for a direct
+    solve). Call :meth:`close` when the fit
     ends; an instance that is garbage collected closes itself.
     """
 
@@ -96,7 +105,7 @@ class EvidenceProgress:
         n_iter = int(getattr(result, "n_iter", 0))
         residual = _max_residual(result)
         if self.bar is not None:
-            postfix = {"alpha": f"{alpha:.4g}", "lambda": f"{lam:.4g}", "gamma": f"{gamma:.4g}"}
+            postfix = {"alpha": _format(alpha), "lambda": _format(lam), "gamma": _format(gamma)}
             # The exact solver has no iterations or residuals to show.
             if n_iter:
                 postfix[f"{self.solver} its"] = n_iter
@@ -106,7 +115,7 @@ class EvidenceProgress:
             return
         solver = f"  {self.solver}: {n_iter} its, max rel. residual {residual:.1e}" if n_iter else ""
         print(
-            f"[bayeslin] iter {it:3d}  alpha={alpha:.4g}  lambda={lam:.4g}  gamma={gamma:.4g}"
+            f"[bayeslin] iter {it:3d}  alpha={_format(alpha)}  lambda={_format(lam)}  gamma={_format(gamma)}"
             f"{solver}  ({time.perf_counter() - self.start:.2f}s)",
             file=self.file,
             flush=True,

@@ -752,18 +752,13 @@ def _softmax(z, axis):
 
 
 class _VerboseCallback:
-    """Plain progress lines for ``verbose=True``."""
+    """Progress of a ``verbose=True`` fit, as BayesianLinearRegressor's (tqdm when installed)."""
 
     def __init__(self, solver):
-        import time
+        from ._progress import EvidenceProgress
 
-        self._time = time.perf_counter
-        self.solver = solver
-        self.start = self._time()
+        self.progress = EvidenceProgress(solver)
 
     def __call__(self, it, alpha, lambdas, gammas, res):
-        extra = "" if res is None else f"  {self.solver}: {res.n_iter} its"
-        print(
-            f"[bayeslin-laplace] step {it:3d}  alpha={alpha:.4g}  lambda={np.array2string(np.asarray(lambdas), precision=4)}"
-            f"  gamma={float(np.sum(gammas)):.4g}{extra}  ({self._time() - self.start:.2f}s)"
-        )
+        lam = lambdas[0] if len(lambdas) == 1 else lambdas
+        self.progress(it, alpha, lam, float(np.sum(gammas)), res)

@@ -25,6 +25,7 @@ from ._backend import (
     scalar,
     standard_normal,
 )
+from ._progress import EvidenceProgress
 from ._validation import check_device_array, check_device_vector
 from .evidence import SampleDraws, fit_evidence
 from .operators import CenteredFeatures, as_features, is_feature_protocol
@@ -394,7 +395,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
                 return logdet_slq(system, random_state=rng)
 
         options = self._solver_options(solver, dtype)
-        callback = _VerboseCallback(solver) if self.verbose else None
+        callback = EvidenceProgress(solver) if self.verbose else None
         result = fit_evidence(
             features,
             yc,
@@ -667,19 +668,3 @@ def _move_matrix(X, xp, device_):
         with device_:
             return cupyx.scipy.sparse.csr_matrix(X)
     return asarray_on(X, xp, device_)
-
-
-class _VerboseCallback:
-    """Progress of a ``verbose=True`` fit: a tqdm bar if tqdm is installed, else plain lines.
-
-    See :class:`bayeslin._progress.EvidenceProgress`; imported here, not at
-    module level, so that this module does not depend on the optional one.
-    """
-
-    def __init__(self, solver):
-        from ._progress import EvidenceProgress
-
-        self.progress = EvidenceProgress(solver)
-
-    def __call__(self, it, alpha, lam, gamma, res):
-        self.progress(it, alpha, lam, gamma, res)

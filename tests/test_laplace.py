@@ -441,3 +441,17 @@ def test_device_parameter(multiclass):
     except ImportError:
         with pytest.raises(ImportError, match="needs CuPy"):
             LinearisedLaplaceClassifier(FrozenEstimator(net), device="cuda:0").fit(X, y)
+
+
+def test_verbose_reports_each_evidence_step(multiclass, capsys):
+    X, y, net, _ = multiclass
+    clf = LinearisedLaplaceClassifier(
+        FrozenEstimator(net), prior_structure="layerwise", solver="cg", max_iter=3, verbose=True, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[bayeslin] iter")]
+    # Captured output gets plain lines: one per evidence step, one lambda per layer.
+    assert len(lines) == clf.n_iter_
+    assert all("cg:" in line and line.count("lambda=[") == 1 for line in lines)
