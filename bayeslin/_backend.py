@@ -113,11 +113,14 @@ def asarray_on(a, xp, device_=None, dtype=None):
 
     Crosses namespaces through the host when needed (NumPy input for a CuPy
     model, a CuPy target for a NumPy model); within one namespace only the
-    device and dtype change. Used at the boundaries of ``fit`` and
+    device and dtype change. Sparse matrices move between scipy.sparse and
+    cupyx.scipy.sparse (their dtype is kept). Used at the boundaries of ``fit`` and
     ``predict``, never inside a solver iteration.
     """
     if a is None:
         return None
+    if is_sparse(a):
+        return _sparse_on(a, xp, device_)
     src = get_namespace(a)
     if src.__name__ != xp.__name__:
         a = to_numpy(a)
@@ -137,6 +140,18 @@ def create(xp, func, *args, device_=None, **kwargs):
     if device_ is not None:
         kwargs["device"] = device_
     return getattr(xp, func)(*args, **kwargs)
+
+
+def _sparse_on(X, xp, device_):
+    """A scipy.sparse or cupyx.scipy.sparse matrix moved to ``xp`` (host: scipy, GPU: cupyx)."""
+    if get_namespace(X).__name__ == xp.__name__:
+        return X
+    if is_numpy_namespace(xp):
+        return X.get()
+    import cupyx.scipy.sparse
+
+    with device_:
+        return cupyx.scipy.sparse.csr_matrix(X)
 
 
 def resolve_device(name):

@@ -282,7 +282,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         if not reset:
             self._check_same_placement(placement)
         if target_xp is not None:
-            X = _move_matrix(X, target_xp, target_device)
+            X = asarray_on(X, target_xp, target_device)
         if not reset and X.dtype != self._coef.dtype:
             X = X.astype(self._coef.dtype) if is_sparse(X) else get_namespace(X).astype(X, self._coef.dtype)
         return X, placement
@@ -654,17 +654,3 @@ def _as_array(v):
 
 def _matrix_device(X):
     return device(X.data) if is_sparse(X) else device(X)
-
-
-def _move_matrix(X, xp, device_):
-    """Move a dense or sparse matrix to ``xp`` on ``device_`` (once per fit or predict)."""
-    if is_sparse(X):
-        if get_namespace(X).__name__ == xp.__name__:
-            return X
-        if is_numpy_namespace(xp):
-            return X.get()
-        import cupyx.scipy.sparse
-
-        with device_:
-            return cupyx.scipy.sparse.csr_matrix(X)
-    return asarray_on(X, xp, device_)
