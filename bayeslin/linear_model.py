@@ -552,7 +552,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         rng = check_random_state(random_state)
         features = self._posterior_system.features
         draws = self._guard_memory(lambda: self._zero_mean_draws(n_samples, rng), features)
-        return _Placement(get_namespace(self.coef_), device(self.coef_)).to_output(self._coef[None, :] + draws.T)
+        return self._input_placement.to_output(self._coef[None, :] + draws.T)
 
     def _zero_mean_draws(self, n_samples, rng):
         """Draws ``z ~ N(0, H^-1)``, shape (n_features, n_samples), on the model's device."""
