@@ -39,7 +39,6 @@ Usage::
 
 import argparse
 import os
-import resource
 import sys
 import time
 import warnings
@@ -51,6 +50,7 @@ import scipy.sparse as sp  # noqa: E402
 
 from bayeslin import BayesianLinearRegressor  # noqa: E402
 from bayeslin.operators import RandomFourierFeatures  # noqa: E402
+from bench_vs_bayesianridge import _peak_bytes, _reset_peak, _rss_bytes  # noqa: E402  (same folder)
 
 
 class Device:
@@ -74,24 +74,18 @@ class Device:
     def reset_peak(self):
         if self.gpu:
             self.sync()
-            self.base = self.pool.total_bytes()
-            self.peak = self.base
-            # CuPy's pool keeps what it allocated: freeing it first makes total_bytes a high-water mark.
+            # CuPy's pool keeps what it allocated: emptied first, its total is a high-water mark.
             self.pool.free_all_blocks()
             self.base = self.pool.used_bytes()
         else:
-            try:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-            except OSError:
-                pass
-            self.base = _rss()
+            self.method = _reset_peak()
+            self.base = _rss_bytes()
 
     def peak_gib(self):
         if self.gpu:
             self.sync()
             return (self.pool.total_bytes() - self.base) / 2**30
-        return (_hwm() - self.base) / 2**30
+        return (_peak_bytes(self.method) - self.base) / 2**30
 
     def peak_bandwidth(self):
         """Theoretical memory bandwidth in bytes/s (GPU), or None."""
@@ -102,25 +96,6 @@ class Device:
         clock_khz = cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrMemoryClockRate, dev.id)
         bus_bits = cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrGlobalMemoryBusWidth, dev.id)
         return 2.0 * clock_khz * 1e3 * bus_bits / 8
-
-
-def _rss():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _hwm():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _generator(dev, seed):
