@@ -38,6 +38,7 @@ Usage::
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -129,12 +130,12 @@ def hashed_one_hot(dev, n, d, nnz, seed=0):
     return X, y
 
 
-def rff_data(dev, n, d, p, dtype, seed=0):
+def rff_data(dev, n, d, p, dtype, seed=0, batch_rows=None):
     xp = dev.xp
     rs = _generator(dev, seed)
     Z = rs.uniform(-2.0, 2.0, size=(n, p)).astype(dtype)
     y = xp.sin(2 * Z[:, 0]) * xp.cos(Z[:, 1 % p]) + 0.3 * rs.standard_normal(n, dtype=dtype)
-    return RandomFourierFeatures(Z, n_components=d, gamma=0.5, random_state=seed), y
+    return RandomFourierFeatures(Z, n_components=d, gamma=0.5, random_state=seed, batch_rows=batch_rows), y
 
 
 def timed_fit(dev, X, y, **params):
@@ -151,7 +152,20 @@ def timed_fit(dev, X, y, **params):
     return model, seconds, dev.peak_gib(), notes
 
 
+RECORDS = []  # one dict per printed row, written to --json
+
+
 def report(label, model, seconds, peak, ref=None, notes=""):
+    RECORDS.append({
+        "fit": label, "seconds": seconds, "peak_gib": peak, "solver": model.solver_,
+        "n_iter": int(model.n_iter_), "alpha": float(model.alpha_), "lambda": float(model.lambda_),
+        "effective_dim": float(model.effective_dim_), "warnings": notes,
+        "rel_diff_vs_ref": None if ref is None else {
+            "alpha": abs(model.alpha_ / ref.alpha_ - 1), "lambda": abs(model.lambda_ / ref.lambda_ - 1),
+            "effective_dim": abs(model.effective_dim_ / ref.effective_dim_ - 1),
+            "coef": float(_rel_norm(model.coef_, ref.coef_)),
+        },
+    })
     row = (
         f"| {label:<14} | {seconds:8.2f} s | {peak:6.2f} GiB | {model.solver_:>5} | {model.n_iter_:3d} | "
         f"{model.alpha_:10.4g} | {model.lambda_:10.4g} | {model.effective_dim_:10.5g} |"
@@ -161,6 +175,7 @@ def report(label, model, seconds, peak, ref=None, notes=""):
             abs(model.alpha_ / ref.alpha_ - 1),
             abs(model.lambda_ / ref.lambda_ - 1),
             abs(model.effective_dim_ / ref.effective_dim_ - 1),
+            _rel_norm(model.coef_, ref.coef_),
         ]
         row += " " + " / ".join(f"{x:.1e}" for x in diffs) + " |"
     else:
@@ -168,8 +183,18 @@ def report(label, model, seconds, peak, ref=None, notes=""):
     print(row + (f" {notes}" if notes else ""), flush=True)
 
 
+def _rel_norm(a, b):
+    """||a - b|| / ||b|| of two coefficient vectors on any device."""
+    a, b = np.asarray(_host(a), dtype=np.float64), np.asarray(_host(b), dtype=np.float64)
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") else a
+
+
 def header():
-    print("| fit            |     time |  peak mem | solver | EM | alpha_ | lambda_ | effective_dim_ | vs ref: alpha / lambda / gamma |")
+    print("| fit            |     time |  peak mem | solver | EM | alpha_ | lambda_ | effective_dim_ | vs ref: alpha / lambda / gamma / coef |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---|")
 
 
@@ -177,12 +202,15 @@ def case_dense(dev, args):
     dtype = np.float32 if dev.gpu else np.float64
     X, y = dense_data(dev, args.n, args.d, dtype)
     header()
-    ref = None
-    for solver in ["exact", "cg", "sgd", "auto"]:
-        model, seconds, peak, notes = timed_fit(dev, X, y, solver=solver, n_samples=args.n_samples)
-        report("exact (ref)" if solver == "exact" else solver, model, seconds, peak, ref, notes)
+    # exact is the reference, so it always runs first; --solvers picks the others.
+    model, seconds, peak, notes = timed_fit(dev, X, y, solver="exact", n_samples=args.n_samples)
+    report("exact (ref)", model, seconds, peak, None, notes)
+    ref = model
+    for solver in args.solvers.split(","):
         if solver == "exact":
-            ref = model
+            continue
+        model, seconds, peak, notes = timed_fit(dev, X, y, solver=solver, n_samples=args.n_samples)
+        report(solver, model, seconds, peak, ref, notes)
 
 
 def case_bandwidth(dev, args):
@@ -202,8 +230,35 @@ def case_bandwidth(dev, args):
     moved = 2 * X.nbytes  # X is read once per product; V and P are small
     rate = moved / seconds
     peak = dev.peak_bandwidth()
+    copy_rate = _copy_rate(dev, X)
     frac = f"{rate / peak:.0%} of {peak / 1e9:.0f} GB/s" if peak else "peak unknown"
+    if copy_rate:
+        frac += f"; {rate / copy_rate:.0%} of a device-to-device copy's {copy_rate / 1e9:.0f} GB/s"
     print(f"X {args.n} x {args.d} {np.dtype(dtype).name}, k={args.n_samples + 1}: {seconds * 1e3:.2f} ms per pass, {rate / 1e9:.0f} GB/s ({frac})")
+    RECORDS.append({
+        "n": args.n, "d": args.d, "dtype": np.dtype(dtype).name, "k": args.n_samples + 1,
+        "ms_per_pass": seconds * 1e3, "GB_per_s": rate / 1e9,
+        "peak_GB_per_s": None if peak is None else peak / 1e9,
+        "copy_GB_per_s": None if copy_rate is None else copy_rate / 1e9,
+    })
+
+
+def _copy_rate(dev, X):
+    """Bytes read plus written per second by a device-to-device copy of ``X`` (GPU), or None."""
+    if not dev.gpu:
+        return None
+    xp = dev.xp
+    Y = xp.empty_like(X)
+    xp.copyto(Y, X)
+    dev.sync()
+    reps = 10
+    start = time.perf_counter()
+    for _ in range(reps):
+        xp.copyto(Y, X)
+    dev.sync()
+    seconds = (time.perf_counter() - start) / reps
+    del Y
+    return 2 * X.nbytes / seconds
 
 
 def case_iterative(dev, args, X, y):
@@ -232,6 +287,9 @@ def main(argv=None):
     parser.add_argument("--n-samples", type=int, default=16)
     parser.add_argument("--solver", default="cg")
     parser.add_argument("--solver-tol", type=float, default=None)
+    parser.add_argument("--solvers", default="cg,sgd,auto", help="dense: solvers besides the exact reference")
+    parser.add_argument("--batch-rows", type=int, default=None, help="rff: rows generated per batch")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument(
         "--reference-samples", type=int, default=128,
         help="samples of the high-accuracy reference fit (0: none)",
@@ -249,8 +307,13 @@ def main(argv=None):
         if args.case == "sparse":
             X, y = hashed_one_hot(dev, args.n, args.d, args.nnz)
         else:
-            X, y = rff_data(dev, args.n, args.d, args.p, np.float32 if dev.gpu else np.float64)
+            X, y = rff_data(
+                dev, args.n, args.d, args.p, np.float32 if dev.gpu else np.float64, batch_rows=args.batch_rows
+            )
         case_iterative(dev, args, X, y)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"case": args.case, "args": vars(args), "rows": RECORDS}, f, indent=1)
 
 
 if __name__ == "__main__":
