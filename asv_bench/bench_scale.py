@@ -17,6 +17,13 @@ Cases:
     ``P = X @ V`` then ``X.T @ P``, against the memory bandwidth: the bytes
     of ``X`` read twice over the time, as a fraction of the device's peak
     (GPU: from its memory clock and bus width; CPU: not reported).
+``products``
+    Each product of a pass alone (``X @ V``, ``X.T @ P``, and ``X.T @ P``
+    summed over row chunks) for block widths 1 to 32, float32 and float64:
+    time, bandwidth and flop rate, to tell memory-bound from compute-bound.
+``memory``
+    (GPU) CuPy's line profile of device allocations during a fit, per
+    solver in ``--solvers``: which lines hold the peak.
 ``sparse``
     Hashed one-hot features: every row has ``--nnz`` ones at hashed
     columns of ``d`` (a CSR matrix; cupyx on a GPU). Solver ``cg``; the
@@ -243,6 +250,68 @@ def case_bandwidth(dev, args):
     })
 
 
+def _timed(dev, func, reps=5):
+    """Seconds per call of ``func()``, after two warm-up calls (cuBLAS picks its kernels)."""
+    for _ in range(2):
+        func()
+    dev.sync()
+    start = time.perf_counter()
+    for _ in range(reps):
+        func()
+    dev.sync()
+    return (time.perf_counter() - start) / reps
+
+
+def case_products(dev, args):
+    """Where the time of a pass goes: each product alone, per block width and dtype.
+
+    ``X @ V`` and ``X.T @ P`` read ``X`` once each and do ``2 n d k`` flops,
+    so at ``k`` columns a product needs ``k / 2`` flops per byte of float32
+    (``k / 4`` in float64): past a width set by the device's flop rate over
+    its bandwidth it is bound by arithmetic, not memory. Also timed:
+    ``X.T @ P`` summed over 8 row chunks (shorter reductions for cuBLAS).
+    """
+    xp = dev.xp
+    print("| dtype | k | X @ V ms | GB/s | TFLOP/s | X.T @ P ms | GB/s | TFLOP/s | X.T @ P in 8 chunks ms | GB/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for dtype in (np.float32, np.float64):
+        X, _ = dense_data(dev, args.n, args.d, dtype)
+        chunks = [X[i : i + -(-args.n // 8)] for i in range(0, args.n, -(-args.n // 8))]
+        for k in (1, 4, 8, 17, 32):
+            V = xp.ones((args.d, k), dtype=dtype)
+            P = xp.ones((args.n, k), dtype=dtype)
+            Pc = [P[i : i + c.shape[0]] for i, c in zip(range(0, args.n, chunks[0].shape[0]), chunks)]
+            t_mv = _timed(dev, lambda: X @ V)
+            t_rmv = _timed(dev, lambda: X.T @ P)
+            t_chunk = _timed(dev, lambda: sum(c.T @ p for c, p in zip(chunks, Pc)))
+            flops = 2.0 * args.n * args.d * k
+            row = {"dtype": np.dtype(dtype).name, "k": k, "matmat_ms": t_mv * 1e3, "rmatmat_ms": t_rmv * 1e3,
+                   "rmatmat_chunked_ms": t_chunk * 1e3, "matmat_GB_per_s": X.nbytes / t_mv / 1e9,
+                   "rmatmat_GB_per_s": X.nbytes / t_rmv / 1e9, "rmatmat_chunked_GB_per_s": X.nbytes / t_chunk / 1e9,
+                   "matmat_TFLOP_per_s": flops / t_mv / 1e12, "rmatmat_TFLOP_per_s": flops / t_rmv / 1e12}
+            RECORDS.append(row)
+            print(f"| {row['dtype']} | {k} | {t_mv * 1e3:.2f} | {row['matmat_GB_per_s']:.0f} | "
+                  f"{row['matmat_TFLOP_per_s']:.1f} | {t_rmv * 1e3:.2f} | {row['rmatmat_GB_per_s']:.0f} | "
+                  f"{row['rmatmat_TFLOP_per_s']:.1f} | {t_chunk * 1e3:.2f} | {row['rmatmat_chunked_GB_per_s']:.0f} |",
+                  flush=True)
+        del X, chunks, V, P, Pc
+
+
+def case_memory(dev, args):
+    """Which lines allocate device memory in a fit: CuPy's LineProfileHook, per solver."""
+    from cupy.cuda.memory_hooks import LineProfileHook
+
+    X, y = dense_data(dev, args.n, args.d, np.float32)
+    for solver in args.solvers.split(","):
+        dev.reset_peak()
+        with LineProfileHook(max_depth=12) as hook:
+            model = BayesianLinearRegressor(random_state=0, solver=solver, n_samples=args.n_samples).fit(X, y)
+        print(f"\n## {solver}: peak {dev.peak_gib():.2f} GiB above X ({X.nbytes / 2**30:.2f} GiB), "
+              f"{model.n_iter_} evidence steps", flush=True)
+        hook.print_report()
+        RECORDS.append({"solver": solver, "peak_gib": dev.peak_gib()})
+
+
 def _copy_rate(dev, X):
     """Bytes read plus written per second by a device-to-device copy of ``X`` (GPU), or None."""
     if not dev.gpu:
@@ -259,6 +328,20 @@ def _copy_rate(dev, X):
     seconds = (time.perf_counter() - start) / reps
     del Y
     return 2 * X.nbytes / seconds
+
+
+def case_pass(dev, args, X):
+    """Seconds of one pass ``Phi.T @ (Phi @ V)`` over ``k = n_samples + 1`` columns (sparse, rff)."""
+    xp = dev.xp
+    d = X.shape[1]
+    dtype = np.float32 if (dev.gpu and args.case == "rff") else np.float64
+    V = xp.ones((d, args.n_samples + 1), dtype=dtype)
+    if hasattr(X, "gram_times"):
+        seconds = _timed(dev, lambda: X.gram_times(V), reps=3)
+    else:
+        seconds = _timed(dev, lambda: X.T @ (X @ V), reps=3)
+    print(f"one pass over {args.n_samples + 1} right-hand sides: {seconds * 1e3:.1f} ms", flush=True)
+    RECORDS.append({"pass_ms": seconds * 1e3, "k": args.n_samples + 1})
 
 
 def case_iterative(dev, args, X, y):
@@ -278,7 +361,7 @@ def case_iterative(dev, args, X, y):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--case", choices=["dense", "bandwidth", "sparse", "rff"], required=True)
+    parser.add_argument("--case", choices=["dense", "bandwidth", "products", "memory", "sparse", "rff"], required=True)
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda'")
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--d", type=int, default=100_000)
@@ -289,6 +372,7 @@ def main(argv=None):
     parser.add_argument("--solver-tol", type=float, default=None)
     parser.add_argument("--solvers", default="cg,sgd,auto", help="dense: solvers besides the exact reference")
     parser.add_argument("--batch-rows", type=int, default=None, help="rff: rows generated per batch")
+    parser.add_argument("--pass-only", action="store_true", help="sparse, rff: time one pass, no fit")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument(
         "--reference-samples", type=int, default=128,
@@ -301,6 +385,10 @@ def main(argv=None):
         case_dense(dev, args)
     elif args.case == "bandwidth":
         case_bandwidth(dev, args)
+    elif args.case == "products":
+        case_products(dev, args)
+    elif args.case == "memory":
+        case_memory(dev, args)
     else:
         if args.solver_tol is None:
             args.solver_tol = 1e-4 if (dev.gpu and args.case == "rff") else 1e-6
@@ -310,7 +398,10 @@ def main(argv=None):
             X, y = rff_data(
                 dev, args.n, args.d, args.p, np.float32 if dev.gpu else np.float64, batch_rows=args.batch_rows
             )
-        case_iterative(dev, args, X, y)
+        if args.pass_only:
+            case_pass(dev, args, X)
+        else:
+            case_iterative(dev, args, X, y)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"case": args.case, "args": vars(args), "rows": RECORDS}, f, indent=1)
