@@ -6,7 +6,7 @@ The network ``f(w, x)`` is linearised at its fitted weights ``w`` (the MAP):
 curvature ``B`` of the likelihood, the posterior over the parameters is
 ``N(., H^-1)``, ``H = J^T B J + A`` (DESIGN.md section 4). ``H`` is never
 formed at scale: the Jacobian is a matrix-free operator
-(:class:`~bayeslin._mlp_jacobian.MLPJacobian`), whitened by the likelihood's
+(:class:`~bayeslin.operators.mlp_jacobian.MLPJacobian`), whitened by the likelihood's
 square-root factor, and the posterior is handled by the foundation's solvers
 (sample-then-optimise) inside a MacKay evidence loop
 (:mod:`bayeslin._laplace_evidence`).
@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from ._backend import asarray_on, create, resolve_device, to_numpy
 from ._laplace_evidence import fit_laplace_evidence
-from ._mlp_jacobian import MLPJacobian, flatten_params
+from .operators.mlp_jacobian import MLPJacobian, flatten_params
 from .evidence import SampleDraws
 from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
 from .solvers import SOLVERS, solver_options
@@ -262,9 +262,9 @@ class _LinearisedLaplaceBase(BaseEstimator):
 
         The posterior is centred at the network's fitted weights (the MAP
         the network is linearised at), in the parameter order of
-        :func:`bayeslin._mlp_jacobian.flatten_params`:
+        :func:`bayeslin.operators.mlp_jacobian.flatten_params`:
         ``coefs_[0].ravel(), intercepts_[0], coefs_[1].ravel(), ...``.
-        Use :func:`bayeslin._mlp_jacobian.unflatten_params` to split a draw
+        Use :func:`bayeslin.operators.mlp_jacobian.unflatten_params` to split a draw
         into layers.
 
         Parameters

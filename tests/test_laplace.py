@@ -25,7 +25,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from test_mlp_jacobian import _network_output, fd_jacobian
 
 from bayeslin import LinearisedLaplaceClassifier, LinearisedLaplaceRegressor
-from bayeslin._mlp_jacobian import flatten_params, param_groups
+from bayeslin.operators.mlp_jacobian import flatten_params, param_groups
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -406,7 +406,7 @@ def test_evidence_loop_runs_on_array_api_strict(multiclass, solver):
     """The evidence loop and solvers only use the array API: same result as NumPy (as on CuPy)."""
     xs = pytest.importorskip("array_api_strict")
     from bayeslin._laplace_evidence import fit_laplace_evidence
-    from bayeslin._mlp_jacobian import MLPJacobian
+    from bayeslin.operators.mlp_jacobian import MLPJacobian
     from bayeslin.likelihoods import SoftmaxLikelihood
 
     from bayeslin._backend import to_numpy

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
-from ._backend import asarray_on, create, device, get_namespace, is_sparse
+from .._backend import asarray_on, create, device, get_namespace, is_sparse
 
 __all__ = [
     "FeatureOperator",
@@ -43,7 +43,6 @@ __all__ = [
     "LinearOperatorFeatures",
     "ImplicitFeatures",
     "RandomFourierFeatures",
-    "MLPJacobian",
     "as_features",
     "is_feature_protocol",
 ]
@@ -696,7 +695,3 @@ def is_feature_protocol(X):
         hasattr(X, "matmat") and hasattr(X, "rmatmat") and hasattr(X, "shape") and not hasattr(X, "__array_namespace__")
     )
 
-
-# The MLP Jacobian is a feature operator too (DESIGN.md section 5); it lives
-# in its own module and is imported last, as it subclasses FeatureOperator.
-from ._mlp_jacobian import MLPJacobian  # noqa: E402
