@@ -27,9 +27,10 @@ from ._backend import (
 )
 from ._progress import EvidenceProgress
 from ._validation import check_device_array, check_device_vector
-from .evidence import SampleDraws, fit_evidence
+from .evidence import fit_evidence
 from .operators import CenteredFeatures, as_features, is_feature_protocol
-from .solvers import SOLVERS, exact_factorization, solver_options
+from .posterior import warn_if_stopped_short
+from .solvers import logdet_slq, solver_options
 
 __all__ = ["BayesianLinearRegressor"]
 
@@ -80,8 +81,12 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
     fit_intercept : bool, default=True
         Fit an intercept (centring is implicit for sparse ``X``).
     copy_X : bool, default=True
-        Kept for compatibility with BayesianRidge: centring is implicit, so
-        ``X`` is never copied for it nor overwritten, whatever the value.
+        Centring is implicit, so ``X`` is never overwritten. Where the fitted
+        posterior keeps the training features (the iterative solvers, to draw
+        new samples, and the exact solver when ``n < d``), it keeps a copy of
+        ``X`` when True, so that changing ``X`` after the fit changes no
+        later draw; when False it keeps ``X`` itself (no extra memory; do not
+        modify it). Feature operators are never copied.
     verbose : bool, default=False
         Print the evidence iterations.
     solver : {'auto', 'exact', 'cg', 'sgd'}, default='auto'
@@ -303,6 +308,12 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
     def _validate_fit_data(self, X, y, sample_weight):
         X, placement = self._validate_X(X, reset=True)
+        n, d = X.shape
+        if self.copy_X and not is_feature_protocol(X):
+            xp = get_namespace(X.data if is_sparse(X) else X)
+            if self._choose_solver(n, d, xp) != "exact" or d > n:
+                # The posterior keeps these features after the fit.
+                X = X.copy() if is_sparse(X) else xp.asarray(X, copy=True)
         features = as_features(X)
         xp, dev, dtype = features.xp, features.device, features.dtype
         n = features.shape[0]
@@ -346,7 +357,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             return self._fit(features, y, weights, placement)
         except Exception as exc:
             if is_out_of_memory(exc):
-                raise MemoryError(self._memory_advice(features)) from exc
+                raise MemoryError(self._memory_advice(features.shape, features.xp, features.dtype)) from exc
             raise
 
     def _fit(self, features, y, weights, placement):
@@ -389,7 +400,6 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
         logdet = None
         if self.compute_score and solver != "exact":
-            from ._logdet import logdet_slq
 
             def logdet(system):
                 return logdet_slq(system, random_state=rng)
@@ -416,15 +426,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             callback=callback,
         )
 
-        last = result.solver_results[-1]
-        if not last.converged:
-            warnings.warn(
-                f"solver={solver!r} stopped after {last.n_iter} iterations with relative residual "
-                f"{float(np.max(last.residual_norms)):.2e} above solver_tol={options['tol']:g}; "
-                f"increase solver_max_iter, loosen solver_tol, or use solver='exact' if the problem "
-                f"is small enough.",
-                ConvergenceWarning,
-            )
+        warn_if_stopped_short(result.solver_results[-1:], solver, options.get("tol", 0.0))
         if not result.converged and self.max_iter > 1:
             warnings.warn(
                 f"The evidence updates of alpha_ and lambda_ did not converge within "
@@ -445,20 +447,21 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         self.intercept_ = y_offset - scalar(xp.sum(X_offset * result.coef)) if self.fit_intercept else 0.0
         self.posterior_samples_ = None if result.samples is None else out(result.samples.T)
         # The posterior stays where it was computed; predictions move their input there.
-        self._posterior_system = result.system
+        self._posterior = result.posterior
+        self._posterior.drop_data()
         self._coef = result.coef
         self._X_offset = X_offset
-        self._posterior_samples = result.samples
+        self._n_fit_rows = n
         self._placement = _Placement(xp, dev)
         self._input_placement = placement
         self.fit_time_ = time.perf_counter() - start
         return self
 
-    def _memory_advice(self, features):
-        n, d = features.shape
+    def _memory_advice(self, shape, xp, dtype):
+        n, d = shape
         k = self.n_samples + 1
-        solver = self._choose_solver(n, d, features.xp)
-        itemsize = features.xp.finfo(features.dtype).bits // 8
+        solver = self._choose_solver(n, d, xp)
+        itemsize = xp.finfo(dtype).bits // 8
         gib = 2.0**30
         if solver == "exact":
             side = min(n, d)
@@ -483,12 +486,13 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         base = as_features(X)
         return base, CenteredFeatures(base, self._X_offset), placement
 
-    def _guard_memory(self, func, features):
+    def _guard_memory(self, func, n_rows):
         try:
             return func()
         except Exception as exc:
             if is_out_of_memory(exc):
-                raise MemoryError(self._memory_advice(features)) from exc
+                shape = (n_rows, self._coef.shape[0])
+                raise MemoryError(self._memory_advice(shape, self._placement.xp, self._coef.dtype)) from exc
             raise
 
     def predict(self, X, return_std=False):
@@ -514,19 +518,14 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         base, features, placement = self._test_features(X)
-        return self._guard_memory(lambda: self._predict(base, features, placement, return_std), base)
+        return self._guard_memory(lambda: self._predict(base, features, placement, return_std), base.shape[0])
 
     def _predict(self, base, features, placement, return_std):
         xp = base.xp
         y_mean = base.matmat(self._coef[:, None])[:, 0] + self.intercept_
         if not return_std:
             return placement.to_output(y_mean)
-        if self.solver_ == "exact":
-            fact = exact_factorization(self._posterior_system)
-            var = fact.inverse_quadratic_forms(self.alpha_, self.lambda_, features)
-        else:
-            P = features.matmat(self._posterior_samples)
-            var = xp.mean(P * P, axis=1)
+        var = self._posterior.variance(features)
         std = (xp.clip(var, 0.0, None) + 1.0 / self.alpha_) ** 0.5
         return placement.to_output(y_mean), placement.to_output(std)
 
@@ -544,39 +543,16 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         coef_samples : array of shape (n_samples, n_features)
             Draws of the weights (the intercept is not included), in the
             namespace and on the device of the training input. Exact for
-            ``solver='exact'``; the iterative solvers solve a fresh block of
-            sample-then-optimise problems with the training data.
+            ``solver='exact'`` (from its factorisation, also after
+            unpickling); the iterative solvers solve fresh
+            sample-then-optimise problems with the training data, 256 at a
+            time (so their memory does not grow with ``n_samples``).
         """
         check_is_fitted(self)
         check_scalar(n_samples, "n_samples", Integral, min_val=1)
         rng = check_random_state(random_state)
-        features = self._posterior_system.features
-        draws = self._guard_memory(lambda: self._zero_mean_draws(n_samples, rng), features)
+        draws = self._guard_memory(lambda: self._posterior.sample(n_samples, rng), self._n_fit_rows)
         return self._input_placement.to_output(self._coef[None, :] + draws.T)
-
-    def _zero_mean_draws(self, n_samples, rng):
-        """Draws ``z ~ N(0, H^-1)``, shape (n_features, n_samples), on the model's device."""
-        system = self._posterior_system
-        xp = system.xp
-        if self.solver_ == "exact":
-            fact = exact_factorization(system)
-            noise = standard_normal(rng, (fact.noise_rows, n_samples), xp, system.dtype, system.features.device)
-            z = fact.sample(system.alpha, system.prior, noise)
-        else:
-            draws = SampleDraws(system, n_samples, rng)
-            rhs = draws.rhs(system.alpha, system.prior)
-            options = self._solver_options(self.solver_, system.dtype)
-            if self.solver_ == "sgd":
-                options["random_state"] = rng
-            res = SOLVERS[self.solver_](system, rhs, system.prior_solve(rhs), **options)
-            if not res.converged:
-                warnings.warn(
-                    f"solver={self.solver_!r} stopped short while drawing posterior samples "
-                    f"(relative residual {float(np.max(res.residual_norms)):.2e}); increase solver_max_iter.",
-                    ConvergenceWarning,
-                )
-            z = res.solution
-        return z
 
     def sample_y(self, X, n_samples=1, random_state=None):
         """Draw from the predictive distribution at ``X`` (noise included).
@@ -601,11 +577,11 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         def draw():
             # Each draw keeps the fit's centring, as predict(return_std=True) does.
             mean = base.matmat(self._coef[:, None]) + self.intercept_
-            f = mean + features.matmat(self._zero_mean_draws(n_samples, rng))
+            f = mean + features.matmat(self._posterior.sample(n_samples, rng))
             noise = standard_normal(rng, tuple(f.shape), base.xp, base.dtype, base.device)
             return placement.to_output(f + noise / self.alpha_**0.5)
 
-        return self._guard_memory(draw, base)
+        return self._guard_memory(draw, base.shape[0])
 
 
 class _Placement:

@@ -200,7 +200,7 @@ def test_out_of_memory_names_the_size_to_lower(monkeypatch, tall, solver, advice
     import bayeslin.evidence as evidence
 
     if solver == "exact":
-        monkeypatch.setattr(evidence, "exact_factorization", exhausted)
+        monkeypatch.setattr(evidence, "ExactFactorization", exhausted)
     else:
         monkeypatch.setitem(evidence.SOLVERS, solver, exhausted)
     with pytest.raises(MemoryError, match=advice) as info:
