@@ -405,7 +405,7 @@ def test_fixed_layerwise_prior_and_sample_posterior_exact(multiclass):
 def test_evidence_loop_runs_on_array_api_strict(multiclass, solver):
     """The evidence loop and solvers only use the array API: same result as NumPy (as on CuPy)."""
     xs = pytest.importorskip("array_api_strict")
-    from bayeslin._laplace_evidence import fit_laplace_evidence
+    from bayeslin.evidence import fit_evidence
     from bayeslin.operators.mlp_jacobian import MLPJacobian
     from bayeslin.likelihoods import SoftmaxLikelihood
 
@@ -421,12 +421,13 @@ def test_evidence_loop_runs_on_array_api_strict(multiclass, solver):
         F = J.with_transform(lik.whitening_transform())
         w = conv(flatten_params(net))
         rhs = F.rmatmat(F.matmat(w[:, None])) - J.vjp_outputs(lik.gradient(conv(y))[:, :, None])
-        res = fit_laplace_evidence(
-            F, lambda alpha, rhs=rhs: rhs, groups=[(0, J.n_params)], lambda_init=[1.0], solver=solver,
-            n_samples=4, max_iter=5, rng=np.random.RandomState(0),
+        res = fit_evidence(
+            F, mean_rhs=lambda alpha, rhs=rhs: rhs, groups=[(0, J.n_params)], lambda_init=[1.0], alpha_init=1.0,
+            tune_alpha=False, lambda_band=(1e-8, 1e8), stop="hyperparameters", noise_estimate=False,
+            exact_samples=True, solver=solver, n_samples=4, max_iter=5, rng=np.random.RandomState(0),
             solver_options={} if solver == "exact" else {"tol": 1e-10, "max_iter": 500},
         )
-        out.append((res.lambdas, to_numpy(res.mode), to_numpy(res.samples)))
+        out.append((res.lambdas, to_numpy(res.coef), to_numpy(res.samples)))
     assert_allclose(out[1][0], out[0][0], rtol=1e-8)
     assert_allclose(out[1][1], out[0][1], rtol=1e-8, atol=1e-10)
     assert_allclose(out[1][2], out[0][2], rtol=1e-8, atol=1e-10)
