@@ -217,6 +217,8 @@ class _LinearisedLaplaceBase(BaseEstimator):
         self.tangent_mode_ = to_numpy(result.coef)
         self.posterior_samples_ = to_numpy(result.samples).T
         self.prior_scale_ = None if scale is None else to_numpy(scale)
+        last = result.solver_results[-1] if result.solver_results else None
+        self.last_solve_ = None if last is None else {"n_iter": last.n_iter, "residual": float(np.max(last.residual_norms))}
         self._posterior = result.posterior
         self._posterior.drop_data()
         # log p(y | w) at the fitted noise precision (regression) or as is.
@@ -421,6 +423,9 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         Zero-mean posterior draws (perturbations of the network's weights).
     prior_scale_ : ndarray of shape (n_params,) or None
         The g-prior's per-parameter scale.
+    last_solve_ : dict or None
+        The last iterative solve of the fit: ``{'n_iter', 'residual'}``
+        (its iterations and largest relative residual); None for 'exact'.
     n_features_in_ : int
     feature_names_in_ : ndarray
 
@@ -676,6 +681,8 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
     posterior_samples_ : ndarray of shape (n_samples, n_params)
         Zero-mean posterior draws (perturbations of the network's weights).
     prior_scale_ : ndarray of shape (n_params,) or None
+    last_solve_ : dict or None
+        As in :class:`LinearisedLaplaceClassifier`.
     n_features_in_ : int
     feature_names_in_ : ndarray
 
