@@ -36,7 +36,7 @@ __all__ = ["BayesianLinearRegressor"]
 
 # Beyond this many rows of the smaller side the exact solver's cubic
 # factorisation stops paying for itself on a CPU (see asv_bench/); a GPU's
-# dense factorisations are fast enough to double it (DESIGN.md section 3).
+# dense factorisations are fast enough to double it (see the design page of the docs).
 _EXACT_MAX_SIDE = 8192
 _EXACT_MAX_SIDE_DEVICE = 16384
 
