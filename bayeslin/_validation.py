@@ -1,4 +1,6 @@
-"""Input checks for arrays that scikit-learn's ``check_array`` does not take.
+"""Input validation and placement: where the input lives, where the model computes, checks on a device.
+
+Every estimator validates and places its input through this module.
 
 ``sklearn.utils.validation.validate_data`` validates NumPy, lists, pandas
 and scipy.sparse input, and the estimators call it for those. A CuPy array, a
@@ -10,11 +12,23 @@ below do the rest, on the device, with scikit-learn's error messages.
 
 import warnings
 
+import numpy as np
+import scipy.sparse as sp
 from sklearn.exceptions import DataConversionWarning
 
-from ._backend import get_namespace, is_sparse
+from ._backend import asarray_on, device, get_namespace, is_numpy_namespace, is_sparse, resolve_device
 
-__all__ = ["check_device_array", "check_device_vector", "check_consistent_length"]
+__all__ = [
+    "Placement",
+    "as_array",
+    "check_consistent_length",
+    "check_device_array",
+    "check_device_vector",
+    "check_same_placement",
+    "device_mover",
+    "is_host_input",
+    "matrix_device",
+]
 
 
 def _float_dtype(X, xp, keep_float32):
@@ -93,3 +107,77 @@ def _check_finite(values, xp, name):
         if bool(xp.any(xp.isnan(values))):
             raise ValueError(f"Input {name} contains NaN.")
         raise ValueError(f"Input {name} contains infinity or a value too large for dtype({values.dtype!r}).")
+
+
+class Placement:
+    """Where arrays live: a namespace and a device; moves results there."""
+
+    def __init__(self, xp, device_):
+        self.xp = xp
+        self.device = device_
+
+    def __getstate__(self):
+        # Modules do not pickle: keep the namespace by name.
+        return {"xp": self.xp.__name__, "device": self.device}
+
+    def __setstate__(self, state):
+        import importlib
+
+        self.xp = importlib.import_module(state["xp"])
+        self.device = state["device"]
+
+    def to_output(self, a):
+        """``a`` in this namespace and on this device (a no-op when it already is)."""
+        if get_namespace(a).__name__ == self.xp.__name__ and (self.device is None or device(a) == self.device):
+            return a
+        return asarray_on(a, self.xp, self.device)
+
+
+def is_host_input(X):
+    """NumPy, lists, pandas and scipy.sparse: what sklearn's validate_data takes as it is."""
+    if is_sparse(X):
+        return sp.issparse(X)
+    if hasattr(X, "__array_namespace__") or hasattr(X, "__cuda_array_interface__") or hasattr(X, "__dlpack__"):
+        return isinstance(X, np.ndarray)
+    return True
+
+
+def as_array(v):
+    """Array-API arrays as they are; lists, pandas and other host containers as NumPy."""
+    if hasattr(v, "__array_namespace__") or hasattr(v, "__cuda_array_interface__"):
+        return v
+    v = np.asarray(v)
+    if v.dtype.kind not in "biuf":
+        # Object or string targets: numeric strings convert, others fail here (y_numeric).
+        v = v.astype(np.float64)
+    return v
+
+
+def matrix_device(X):
+    """The device of a dense or sparse matrix."""
+    return device(X.data) if is_sparse(X) else device(X)
+
+
+def check_same_placement(fitted, placement, estimator_name):
+    """Raise unless ``placement`` is ``fitted``'s: predictions take input from where the fit's came from.
+
+    This is scikit-learn's array API rule.
+    """
+    same = fitted.xp.__name__ == placement.xp.__name__ and (
+        is_numpy_namespace(fitted.xp) or str(fitted.device) == str(placement.device)
+    )
+    if not same:
+        raise ValueError(
+            f"Inputs passed to {estimator_name}.predict() must use the same namespace and the same "
+            f"device as those passed to fit(): fit got {fitted.xp.__name__} arrays on {fitted.device}, "
+            f"this call {placement.xp.__name__} on {placement.device}. Move the input, or set "
+            f"device='cuda' to fit NumPy input on a GPU."
+        )
+
+
+def device_mover(device_name):
+    """A function moving host arrays to ``device_name`` ('cpu': NumPy, 'cuda': CuPy), resolved once."""
+    if device_name == "cpu":
+        return np.asarray
+    xp, dev = resolve_device(device_name)
+    return lambda a: asarray_on(np.asarray(a), xp, dev)

@@ -41,8 +41,9 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._backend import asarray_on, create, resolve_device, to_numpy
+from ._backend import create, to_numpy
 from ._progress import EvidenceProgress
+from ._validation import device_mover
 from .evidence import fit_evidence
 from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
 from .operators.mlp_jacobian import MLPJacobian, flatten_params
@@ -74,14 +75,6 @@ def _unwrap(estimator):
     if isinstance(estimator, FrozenEstimator):
         return estimator.estimator, True
     return estimator, False
-
-
-def _device_namespace(device):
-    """A function moving host arrays to ``device`` ('cpu': NumPy, 'cuda': CuPy), once per call."""
-    if device == "cpu":
-        return np.asarray
-    xp, dev = resolve_device(device)
-    return lambda a: asarray_on(np.asarray(a), xp, dev)
 
 
 class _LinearisedLaplaceBase(BaseEstimator):
@@ -258,7 +251,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
         return X
 
     def _test_jacobian(self, X):
-        to_dev = _device_namespace(self.device)
+        to_dev = device_mover(self.device)
         return MLPJacobian(self.estimator_, to_dev(X), dtype=self._posterior.mean.dtype)
 
     def _observation_blocks(self, X):
@@ -524,7 +517,7 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         if np.any(y_idx >= len(self.classes_)) or np.any(self.classes_[np.minimum(y_idx, len(self.classes_) - 1)] != y):
             raise ValueError("y contains labels the (frozen) network was not fitted on.")
 
-        to_dev = _device_namespace(self.device)
+        to_dev = device_mover(self.device)
         jac = MLPJacobian(net, to_dev(X))
         xp = jac.xp
         f = jac.outputs
@@ -770,7 +763,7 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         rng = check_random_state(self.random_state)
         net = self._fit_network(X, y, rng)
         self.estimator_ = net
-        to_dev = _device_namespace(self.device)
+        to_dev = device_mover(self.device)
         jac = MLPJacobian(net, to_dev(X))
         xp = jac.xp
         f = jac.outputs

@@ -5,7 +5,6 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_scalar
@@ -26,7 +25,15 @@ from ._backend import (
     standard_normal,
 )
 from ._progress import EvidenceProgress
-from ._validation import check_device_array, check_device_vector
+from ._validation import (
+    Placement,
+    as_array,
+    check_device_array,
+    check_device_vector,
+    check_same_placement,
+    is_host_input,
+    matrix_device,
+)
 from .evidence import fit_evidence
 from .operators import CenteredFeatures, as_features, is_feature_protocol
 from .posterior import warn_if_stopped_short
@@ -259,7 +266,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         if is_feature_protocol(X):
             validate_data(self, X, reset=reset, skip_check_array=True)
             features = as_features(X)
-            placement = _Placement(features.xp, features.device)
+            placement = Placement(features.xp, features.device)
             if not reset:
                 self._check_same_placement(placement)
             return features, placement
@@ -269,7 +276,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             target_xp, target_device = self._placement.xp, self._placement.device
         else:
             target_xp, target_device = None, None
-        if _is_host_input(X):
+        if is_host_input(X):
             on_host = target_xp is None or is_numpy_namespace(target_xp)
             X = validate_data(
                 self,
@@ -278,11 +285,11 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
                 accept_sparse=["csr", "csc", "coo"],
                 dtype=np.float64 if on_host or not keeps_float32(target_xp, target_device) else [np.float64, np.float32],
             )
-            placement = _Placement(get_namespace(X), "cpu")
+            placement = Placement(get_namespace(X), "cpu")
         else:
             validate_data(self, X, reset=reset, skip_check_array=True)
             xp = get_namespace(X.data if is_sparse(X) else X)
-            placement = _Placement(xp, _matrix_device(X))
+            placement = Placement(xp, matrix_device(X))
             X = check_device_array(X, keep_float32=keeps_float32(xp, placement.device))
         if not reset:
             self._check_same_placement(placement)
@@ -294,17 +301,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
     def _check_same_placement(self, placement):
         """Predictions take input from where the fit's came from (scikit-learn's array API rule)."""
-        fitted = self._input_placement
-        same = fitted.xp.__name__ == placement.xp.__name__ and (
-            is_numpy_namespace(fitted.xp) or str(fitted.device) == str(placement.device)
-        )
-        if not same:
-            raise ValueError(
-                f"Inputs passed to {type(self).__name__}.predict() must use the same namespace and the same "
-                f"device as those passed to fit(): fit got {fitted.xp.__name__} arrays on {fitted.device}, "
-                f"this call {placement.xp.__name__} on {placement.device}. Move the input, or set "
-                f"device='cuda' to fit NumPy input on a GPU."
-            )
+        check_same_placement(self._input_placement, placement, type(self).__name__)
 
     def _validate_fit_data(self, X, y, sample_weight):
         X, placement = self._validate_X(X, reset=True)
@@ -317,11 +314,11 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         features = as_features(X)
         xp, dev, dtype = features.xp, features.device, features.dtype
         n = features.shape[0]
-        y = check_device_vector(asarray_on(_as_array(y), xp, dev), xp, dtype, name="y", n=n)
+        y = check_device_vector(asarray_on(as_array(y), xp, dev), xp, dtype, name="y", n=n)
         if sample_weight is not None:
             if isinstance(sample_weight, Real):
                 sample_weight = np.full(n, float(sample_weight))
-            w = asarray_on(_as_array(sample_weight), xp, dev)
+            w = asarray_on(as_array(sample_weight), xp, dev)
             w = check_device_vector(w, xp, dtype, name="sample_weight", n=n)
             if bool(xp.any(w < 0)):
                 raise ValueError("Negative values in data passed to `sample_weight`")
@@ -452,7 +449,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         self._coef = result.coef
         self._X_offset = X_offset
         self._n_fit_rows = n
-        self._placement = _Placement(xp, dev)
+        self._placement = Placement(xp, dev)
         self._input_placement = placement
         self.fit_time_ = time.perf_counter() - start
         return self
@@ -582,51 +579,3 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             return placement.to_output(f + noise / self.alpha_**0.5)
 
         return self._guard_memory(draw, base.shape[0])
-
-
-class _Placement:
-    """Where arrays live: a namespace and a device; moves results there."""
-
-    def __init__(self, xp, device_):
-        self.xp = xp
-        self.device = device_
-
-    def __getstate__(self):
-        # Modules do not pickle: keep the namespace by name.
-        return {"xp": self.xp.__name__, "device": self.device}
-
-    def __setstate__(self, state):
-        import importlib
-
-        self.xp = importlib.import_module(state["xp"])
-        self.device = state["device"]
-
-    def to_output(self, a):
-        """``a`` in this namespace and on this device (a no-op when it already is)."""
-        if get_namespace(a).__name__ == self.xp.__name__ and (self.device is None or device(a) == self.device):
-            return a
-        return asarray_on(a, self.xp, self.device)
-
-
-def _is_host_input(X):
-    """NumPy, lists, pandas and scipy.sparse: what sklearn's validate_data takes as it is."""
-    if is_sparse(X):
-        return sp.issparse(X)
-    if hasattr(X, "__array_namespace__") or hasattr(X, "__cuda_array_interface__") or hasattr(X, "__dlpack__"):
-        return isinstance(X, np.ndarray)
-    return True
-
-
-def _as_array(v):
-    """Array-API arrays as they are; lists, pandas and other host containers as NumPy."""
-    if hasattr(v, "__array_namespace__") or hasattr(v, "__cuda_array_interface__"):
-        return v
-    v = np.asarray(v)
-    if v.dtype.kind not in "biuf":
-        # Object or string targets: numeric strings convert, others fail here (y_numeric).
-        v = v.astype(np.float64)
-    return v
-
-
-def _matrix_device(X):
-    return device(X.data) if is_sparse(X) else device(X)
