@@ -7,28 +7,8 @@ point one way: ``mlp_jacobian`` imports ``features``, never the reverse, and
 neither imports the solvers or the estimators.
 """
 
-from .features import (
-    CenteredFeatures,
-    DenseFeatures,
-    FeatureOperator,
-    ImplicitFeatures,
-    LinearOperatorFeatures,
-    RandomFourierFeatures,
-    SparseFeatures,
-    as_features,
-    is_feature_protocol,
-)
+from . import features
+from .features import *  # noqa: F403 - the protocol and its operators, as listed in features.__all__
 from .mlp_jacobian import MLPJacobian
 
-__all__ = [
-    "FeatureOperator",
-    "DenseFeatures",
-    "SparseFeatures",
-    "CenteredFeatures",
-    "LinearOperatorFeatures",
-    "ImplicitFeatures",
-    "RandomFourierFeatures",
-    "MLPJacobian",
-    "as_features",
-    "is_feature_protocol",
-]
+__all__ = [*features.__all__, "MLPJacobian"]
