@@ -99,9 +99,7 @@ class Posterior:
 
     def drop_data(self):
         """Let go of the training features where nothing after the fit needs them (exact primal)."""
-        fact = self.factorization
-        if fact is not None and (fact.kind == "primal" or np.ndim(self.prior) != 0):
-            fact.features = fact.sqrt_weights = fact._gram = None
+        if self.factorization is not None and self.factorization.release_data():
             self._system = None
 
     def _require_data(self, what):

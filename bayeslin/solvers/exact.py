@@ -168,6 +168,18 @@ class ExactFactorization:
             state["_basis"] = _Eigenvalues(self._basis.eigenvalues)
         return state
 
+    def release_data(self):
+        """Let go of the features and the Gram matrix if nothing needs them any more; return whether it did.
+
+        A per-parameter prior's factor and a primal basis answer every method
+        at the hyperparameters last used; a dual basis still forms its range
+        from the features on first use, so it keeps them.
+        """
+        if self.kind == "dual" and self._cholesky is None:
+            return False
+        self.features = self.sqrt_weights = self._gram = None
+        return True
+
     @property
     def basis(self):
         """The spectral basis of the smaller of ``G`` and ``K`` (formed on first use)."""
