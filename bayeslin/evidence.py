@@ -21,12 +21,14 @@ hyperparameters change, so successive right-hand sides move smoothly and the
 warm starts stay close.
 """
 
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from ._backend import create, scalar, to_numpy
-from .posterior import Posterior
+from .posterior import Posterior, warn_if_stopped_short
 from .solvers import SOLVERS, ExactFactorization, PosteriorPrecision, SampleDraws
 from .solvers.exact import PosteriorMean, group_sums
 
@@ -37,6 +39,7 @@ __all__ = [
     "expand_prior",
     "min_variance_mean",
     "spanned_inverse_diagonal",
+    "warn_if_unconverged",
 ]
 
 
@@ -91,6 +94,17 @@ class EvidenceResult:
     def effective_dim(self):
         """Total effective number of parameters."""
         return float(np.sum(self.gammas))
+
+
+def warn_if_unconverged(result, *, solver, solver_tol, max_iter, tol):
+    """Warn (ConvergenceWarning) if the fit's last solve stopped short or the evidence updates did not settle."""
+    warn_if_stopped_short(result.solver_results[-1:], solver, solver_tol)
+    if not result.converged and max_iter > 1:
+        warnings.warn(
+            f"The evidence updates did not converge within max_iter={max_iter} iterations (tol={tol:g}); "
+            f"increase max_iter.",
+            ConvergenceWarning,
+        )
 
 
 def expand_prior(lambdas, groups, scale, xp, dtype, device_=None):

@@ -23,7 +23,6 @@ from ``w``: the mode of the GGN approximation at ``w``). The prior is
 g-prior's normalisation).
 """
 
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -34,7 +33,6 @@ from sklearn.base import (
     _fit_context,
     clone,
 )
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -44,10 +42,9 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from ._backend import create, to_numpy
 from ._progress import EvidenceProgress
 from ._validation import device_mover
-from .evidence import fit_evidence
+from .evidence import fit_evidence, warn_if_unconverged
 from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
 from .operators.mlp_jacobian import MLPJacobian, flatten_params
-from .posterior import warn_if_stopped_short
 from .solvers import solver_options
 
 __all__ = ["LinearisedLaplaceClassifier", "LinearisedLaplaceRegressor"]
@@ -195,13 +192,9 @@ class _LinearisedLaplaceBase(BaseEstimator):
             solver_options=options,
             callback=EvidenceProgress(solver) if self.verbose else None,
         )
-        warn_if_stopped_short(result.solver_results[-1:], solver, options.get("tol", 0.0))
-        if not result.converged and self.max_iter > 1:
-            warnings.warn(
-                f"The evidence updates did not converge within max_iter={self.max_iter} steps "
-                f"(tol={self.tol:g}); increase max_iter.",
-                ConvergenceWarning,
-            )
+        warn_if_unconverged(
+            result, solver=solver, solver_tol=options.get("tol", 0.0), max_iter=self.max_iter, tol=self.tol
+        )
         self.solver_ = solver
         self.n_params_ = d
         self.lambda_ = float(result.lambdas[0]) if self.prior_structure == "scalar" else np.asarray(result.lambdas)

@@ -1,12 +1,10 @@
 """BayesianLinearRegressor: BayesianRidge's model, solved at scale."""
 
 import time
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -34,9 +32,8 @@ from ._validation import (
     is_host_input,
     matrix_device,
 )
-from .evidence import fit_evidence
+from .evidence import fit_evidence, warn_if_unconverged
 from .operators import CenteredFeatures, as_features, is_feature_protocol
-from .posterior import warn_if_stopped_short
 from .solvers import logdet_slq, solver_options
 
 __all__ = ["BayesianLinearRegressor"]
@@ -423,13 +420,9 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             callback=callback,
         )
 
-        warn_if_stopped_short(result.solver_results[-1:], solver, options.get("tol", 0.0))
-        if not result.converged and self.max_iter > 1:
-            warnings.warn(
-                f"The evidence updates of alpha_ and lambda_ did not converge within "
-                f"max_iter={self.max_iter} iterations (tol={self.tol:g}); increase max_iter.",
-                ConvergenceWarning,
-            )
+        warn_if_unconverged(
+            result, solver=solver, solver_tol=options.get("tol", 0.0), max_iter=self.max_iter, tol=self.tol
+        )
 
         out = placement.to_output
         self.solver_ = solver
