@@ -8,13 +8,45 @@ for them ``validate_data`` only records ``n_features_in_`` and the checks
 below do the rest, on the device, with scikit-learn's error messages.
 """
 
+import functools
 import warnings
+from contextlib import contextmanager
 
 from sklearn.exceptions import DataConversionWarning
 
 from ._backend import get_namespace, is_sparse
 
-__all__ = ["check_device_array", "check_device_vector", "check_consistent_length"]
+__all__ = ["check_device_array", "check_device_vector", "check_consistent_length", "keep_state_on_failure", "keeps_state_on_failure"]
+
+
+@contextmanager
+def keep_state_on_failure(estimator):
+    """Restore ``estimator``'s attributes if the block raises: a failed fit leaves the previous fit intact.
+
+    ``validate_data(reset=True)`` sets ``n_features_in_`` and
+    ``feature_names_in_`` before the fit can fail, so the fitted state is
+    snapshot (shallowly: fits replace attributes, they never modify them in
+    place) and put back on any exception, MemoryError and KeyboardInterrupt
+    included.
+    """
+    state = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(state)
+        raise
+
+
+def keeps_state_on_failure(fit):
+    """Decorate a ``fit`` method with :func:`keep_state_on_failure`."""
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        with keep_state_on_failure(self):
+            return fit(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _float_dtype(X, xp, keep_float32):
@@ -48,6 +80,7 @@ def check_device_array(X, *, name="X", keep_float32=True):
         raise ValueError(f"Found array with 0 feature(s) (shape={shape}) while a minimum of 1 is required.")
     values = X.data if is_sparse(X) else X
     xp = get_namespace(values)
+    _refuse_complex(values)
     dtype = _float_dtype(values, xp, keep_float32)
     if dtype != values.dtype:
         X = X.astype(dtype) if is_sparse(X) else xp.astype(X, dtype)
@@ -76,6 +109,7 @@ def check_device_vector(y, xp, dtype, *, name="y", n=None):
         check_consistent_length(n, y.shape[0])
     elif n is not None and y.shape[0] != n:
         raise ValueError(f"{name}.shape == {tuple(y.shape)}, expected ({n},)!")
+    _refuse_complex(y)
     y = xp.astype(y, dtype) if y.dtype != dtype else y
     _check_finite(y, xp, name)
     return y
@@ -85,6 +119,12 @@ def check_consistent_length(n_X, n_y):
     """Raise scikit-learn's message when X and y disagree on the number of samples."""
     if int(n_X) != int(n_y):
         raise ValueError(f"Found input variables with inconsistent numbers of samples: [{int(n_X)}, {int(n_y)}]")
+
+
+def _refuse_complex(values):
+    # scikit-learn's check_array message; a cast would drop the imaginary part.
+    if "complex" in str(values.dtype):
+        raise ValueError("Complex data not supported")
 
 
 def _check_finite(values, xp, name):

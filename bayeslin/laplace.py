@@ -33,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from ._backend import asarray_on, create, resolve_device, to_numpy
 from ._laplace_evidence import fit_laplace_evidence
 from ._mlp_jacobian import MLPJacobian, flatten_params
+from ._validation import keeps_state_on_failure
 from .evidence import SampleDraws
 from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
 from .solvers import SOLVERS, solver_options
@@ -457,6 +458,7 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         return MLPClassifier
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @keeps_state_on_failure
     def fit(self, X, y):
         """Fit the network (unless frozen) and its linearised Laplace posterior.
 
@@ -675,6 +677,7 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         return MLPRegressor
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @keeps_state_on_failure
     def fit(self, X, y):
         """Fit the network (unless frozen) and its linearised Laplace posterior.
 

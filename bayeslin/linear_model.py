@@ -26,7 +26,7 @@ from ._backend import (
     standard_normal,
 )
 from ._progress import EvidenceProgress
-from ._validation import check_device_array, check_device_vector
+from ._validation import check_device_array, check_device_vector, keeps_state_on_failure
 from .evidence import SampleDraws, fit_evidence
 from .operators import CenteredFeatures, as_features, is_feature_protocol
 from .solvers import SOLVERS, exact_factorization, solver_options
@@ -320,6 +320,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         return features, y, sample_weight, placement
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @keeps_state_on_failure
     def fit(self, X, y, sample_weight=None):
         """Fit the model: posterior mean, samples and evidence-optimal hyperparameters.
 
@@ -646,6 +647,9 @@ def _as_array(v):
     if hasattr(v, "__array_namespace__") or hasattr(v, "__cuda_array_interface__"):
         return v
     v = np.asarray(v)
+    if v.dtype.kind == "c":
+        # As scikit-learn's check_array: casting would drop the imaginary part.
+        raise ValueError(f"Complex data not supported\n{v}\n")
     if v.dtype.kind not in "biuf":
         # Object or string targets: numeric strings convert, others fail here (y_numeric).
         v = v.astype(np.float64)

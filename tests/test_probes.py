@@ -96,3 +96,111 @@ def test_large_offset_sparse_exact_matches_or_refuses(make):
     plain = _fit_quietly(BayesianLinearRegressor(solver="cg", random_state=0), sp.csr_matrix(X), y)
     shifted = _fit_quietly(BayesianLinearRegressor(solver="cg", random_state=0), sp.csr_matrix(X + 1e6), y)
     assert_allclose(shifted.alpha_, plain.alpha_, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------
+# Complex input
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["y", "X", "sample_weight"])
+def test_complex_input_refused_like_bayesian_ridge(where):
+    rng = np.random.default_rng(0)
+    X, y, w = rng.standard_normal((20, 3)), rng.standard_normal(20), np.ones(20)
+    args = {"X": X, "y": y, "sample_weight": w}
+    args[where] = args[where] + 1j
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        BayesianRidge().fit(args["X"], args["y"], sample_weight=args["sample_weight"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not a ComplexWarning and a fit without the imaginary part
+        with pytest.raises(ValueError, match="Complex data not supported"):
+            BayesianLinearRegressor().fit(args["X"], args["y"], sample_weight=args["sample_weight"])
+
+
+def test_complex_device_array_refused():
+    xp = pytest.importorskip("array_api_strict")
+    X = xp.asarray(np.random.default_rng(0).standard_normal((20, 3)))
+    y = xp.asarray(np.ones(20) + 1j)
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        BayesianLinearRegressor().fit(X, y)
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        BayesianLinearRegressor().fit(xp.asarray(np.ones((20, 3)) + 1j), xp.ones(20))
+
+
+# --------------------------------------------------------------------------
+# A failed refit leaves the previous fit intact
+# --------------------------------------------------------------------------
+
+
+def _frames(seed=0):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(seed)
+    A = pd.DataFrame(rng.standard_normal((40, 6)), columns=list("abcdef"))
+    B = pd.DataFrame(rng.standard_normal((40, 9)), columns=list("ghijklmno"))
+    y = A.to_numpy() @ rng.standard_normal(6) + 0.1 * rng.standard_normal(40)
+    return A, B, y
+
+
+def _assert_state_unchanged(est, before, A, predictions):
+    after = vars(est)
+    assert sorted(after) == sorted(before)
+    for name, value in before.items():
+        assert after[name] is value, name
+    assert est.n_features_in_ == 6
+    assert list(est.feature_names_in_) == list("abcdef")
+    assert_allclose(est.predict(A), predictions, rtol=0, atol=0)
+    # The column names still guard predict: reordered columns are refused, not misread.
+    with pytest.raises(ValueError, match="feature names"):
+        est.predict(A[list("fedcba")])
+
+
+def _linear():
+    return BayesianLinearRegressor(solver="exact")
+
+
+def _laplace_regressor():
+    from sklearn.neural_network import MLPRegressor
+
+    from bayeslin import LinearisedLaplaceRegressor
+
+    net = MLPRegressor(hidden_layer_sizes=(4,), max_iter=200, random_state=0)
+    return LinearisedLaplaceRegressor(net, solver="exact", random_state=0, max_iter=20)
+
+
+def _laplace_classifier():
+    from sklearn.neural_network import MLPClassifier
+
+    from bayeslin import LinearisedLaplaceClassifier
+
+    net = MLPClassifier(hidden_layer_sizes=(4,), max_iter=200, random_state=0)
+    return LinearisedLaplaceClassifier(net, solver="exact", random_state=0, max_iter=20)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("make", [_linear, _laplace_regressor, _laplace_classifier])
+@pytest.mark.parametrize("failure", ["nan_y", "solver"])
+def test_failed_refit_leaves_fitted_state(make, failure, monkeypatch):
+    A, B, y = _frames()
+    est = make()
+    target = y if "regressor" in make.__name__ or make is _linear else (y > np.median(y)).astype(int)
+    est.fit(A, target)
+    before = dict(vars(est))
+    predictions = est.predict(A)
+    if failure == "nan_y":
+        bad = np.asarray(target, dtype=float).copy()
+        bad[3] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            est.fit(B, bad)
+    else:
+        # Fail inside the solve, after validation reset n_features_in_ and the names.
+        def fail(*args, **kwargs):
+            raise MemoryError("injected")
+
+        if make is _linear:
+            monkeypatch.setattr("bayeslin.linear_model.fit_evidence", fail)
+        else:
+            monkeypatch.setattr("bayeslin.laplace.fit_laplace_evidence", fail)
+        with pytest.raises(MemoryError):
+            est.fit(B, target)
+        monkeypatch.undo()
+    _assert_state_unchanged(est, before, A, predictions)
