@@ -127,7 +127,8 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
     coef_ : ndarray of shape (n_features,)
         Posterior mean of the weights.
     intercept_ : float
-        Intercept (0 when ``fit_intercept=False``).
+        Intercept (0 when ``fit_intercept=False``); a NumPy scalar of the
+        input's float dtype for NumPy input.
     alpha_ : float
         Estimated noise precision.
     lambda_ : float
@@ -267,17 +268,17 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         if _is_host_input(X):
             on_host = target_xp is None or is_numpy_namespace(target_xp)
             X = validate_data(
-                self,
-                X,
-                reset=reset,
-                accept_sparse=["csr", "csc", "coo"],
-                dtype=np.float64 if on_host or not keeps_float32(target_xp, target_device) else [np.float64, np.float32],
+                self, X, reset=reset, accept_sparse=["csr", "csc", "coo"], dtype=[np.float64, np.float32]
             )
-            placement = _Placement(get_namespace(X), "cpu")
+            # Outputs keep the input's float dtype (as BayesianRidge's); the
+            # host computes in float64, which the evidence loop needs.
+            placement = _Placement(get_namespace(X), "cpu", X.dtype)
+            if X.dtype != np.float64 and (on_host or not keeps_float32(target_xp, target_device)):
+                X = X.astype(np.float64)
         else:
             validate_data(self, X, reset=reset, skip_check_array=True)
             xp = get_namespace(X.data if is_sparse(X) else X)
-            placement = _Placement(xp, _matrix_device(X))
+            placement = _Placement(xp, _matrix_device(X), (X.data if is_sparse(X) else X).dtype)
             X = check_device_array(X, keep_float32=keeps_float32(xp, placement.device))
         if not reset:
             self._check_same_placement(placement)
@@ -380,12 +381,13 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         if self.warm_start and hasattr(self, "coef_") and self.coef_.shape == (d,) and self.solver_ == solver:
             alpha_init, lambda_init = self.alpha_, self.lambda_
-            samples = self.posterior_samples_
-            if samples is not None and samples.shape[0] != self.n_samples:
+            # The computed iterates, not the outputs (which may be rounded to float32).
+            samples = self._posterior_samples
+            if samples is not None and samples.shape[1] != self.n_samples:
                 samples = None
             warm = (
-                asarray_on(self.coef_, xp, dev, dtype),
-                None if samples is None else asarray_on(samples, xp, dev, dtype).T,
+                asarray_on(self._coef, xp, dev, dtype),
+                None if samples is None else asarray_on(samples, xp, dev, dtype),
             )
 
         logdet = None
@@ -443,7 +445,8 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         if self.compute_score:
             self.scores_ = np.asarray(result.scores)
         self.X_offset_ = out(X_offset)
-        self.intercept_ = y_offset - scalar(xp.sum(X_offset * result.coef)) if self.fit_intercept else 0.0
+        self._intercept = y_offset - scalar(xp.sum(X_offset * result.coef)) if self.fit_intercept else 0.0
+        self.intercept_ = placement.to_output_scalar(self._intercept)
         self.posterior_samples_ = None if result.samples is None else out(result.samples.T)
         # The posterior stays where it was computed; predictions move their input there.
         self._posterior_system = result.system
@@ -519,7 +522,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
     def _predict(self, base, features, placement, return_std):
         xp = base.xp
-        y_mean = base.matmat(self._coef[:, None])[:, 0] + self.intercept_
+        y_mean = base.matmat(self._coef[:, None])[:, 0] + self._intercept
         if not return_std:
             return placement.to_output(y_mean)
         if self.solver_ == "exact":
@@ -601,7 +604,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
         def draw():
             # Each draw keeps the fit's centring, as predict(return_std=True) does.
-            mean = base.matmat(self._coef[:, None]) + self.intercept_
+            mean = base.matmat(self._coef[:, None]) + self._intercept
             f = mean + features.matmat(self._zero_mean_draws(n_samples, rng))
             noise = standard_normal(rng, tuple(f.shape), base.xp, base.dtype, base.device)
             return placement.to_output(f + noise / self.alpha_**0.5)
@@ -610,27 +613,39 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
 
 class _Placement:
-    """Where arrays live: a namespace and a device; moves results there."""
+    """Where arrays live: a namespace, a device and a float dtype; moves results there."""
 
-    def __init__(self, xp, device_):
+    def __init__(self, xp, device_, dtype=None):
         self.xp = xp
         self.device = device_
+        # Kept by name ('float32'): dtypes of some namespaces do not pickle.
+        name = None if dtype is None else str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
+        self.dtype = name if name in ("float32", "float64") else None
 
     def __getstate__(self):
         # Modules do not pickle: keep the namespace by name.
-        return {"xp": self.xp.__name__, "device": self.device}
+        return {"xp": self.xp.__name__, "device": self.device, "dtype": self.dtype}
 
     def __setstate__(self, state):
         import importlib
 
         self.xp = importlib.import_module(state["xp"])
         self.device = state["device"]
+        self.dtype = state.get("dtype")
 
     def to_output(self, a):
-        """``a`` in this namespace and on this device (a no-op when it already is)."""
-        if get_namespace(a).__name__ == self.xp.__name__ and (self.device is None or device(a) == self.device):
-            return a
-        return asarray_on(a, self.xp, self.device)
+        """``a`` in this namespace, on this device and in this float dtype (a no-op when it already is)."""
+        if not (get_namespace(a).__name__ == self.xp.__name__ and (self.device is None or device(a) == self.device)):
+            a = asarray_on(a, self.xp, self.device)
+        if self.dtype is not None and a.dtype != getattr(self.xp, self.dtype):
+            a = self.xp.astype(a, getattr(self.xp, self.dtype))
+        return a
+
+    def to_output_scalar(self, value):
+        """A NumPy scalar of this dtype for NumPy output (as BayesianRidge's ``intercept_``), else a float."""
+        if self.dtype is not None and is_numpy_namespace(self.xp):
+            return np.dtype(self.dtype).type(value)
+        return float(value)
 
 
 def _is_host_input(X):

@@ -260,3 +260,61 @@ def test_every_score_is_the_dense_log_evidence(shape):
         lam, alpha = (gamma + 2e-6) / (coef @ coef + 2e-6), (n - gamma + 2e-6) / (np.sum((yc - Xc @ coef) ** 2) + 2e-6)
     expected.append(_dense_log_evidence(X, y, alpha, lam))
     assert_allclose(est.scores_, expected, rtol=1e-9)
+
+
+# --------------------------------------------------------------------------
+# float dtype: outputs keep the input's, as BayesianRidge's
+# --------------------------------------------------------------------------
+
+# scikit-learn's own BayesianRidge dtype tests (sklearn/linear_model/tests/test_bayes.py).
+_SK_X = np.array([[1, 1], [3, 4], [5, 7], [4, 1], [2, 6], [3, 10], [3, 2]])
+_SK_Y = np.array([1, 2, 3, 2, 0, 4, 5]).T
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["exact", "cg", "sgd"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_dtype_match(solver, dtype, sparse):
+    # test_dtype_match, on every output (BayesianRidge checks coef_, sigma_ and predict).
+    X = _SK_X.astype(dtype)
+    Xin = sp.csr_matrix(X) if sparse else X
+    assert BayesianRidge().fit(X, _SK_Y).coef_.dtype == dtype
+    est = BayesianLinearRegressor(solver=solver, random_state=0).fit(Xin, _SK_Y)
+    assert est.coef_.dtype == dtype
+    assert est.X_offset_.dtype == dtype
+    assert np.asarray(est.intercept_).dtype == dtype
+    if est.posterior_samples_ is not None:
+        assert est.posterior_samples_.dtype == dtype
+    mean, std = est.predict(Xin, return_std=True)
+    assert mean.dtype == dtype and std.dtype == dtype
+    assert est.sample_posterior(3, random_state=0).dtype == dtype
+    assert est.sample_y(Xin, 3, random_state=0).dtype == dtype
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["exact", "cg", "sgd"])
+def test_dtype_correctness(solver):
+    # test_dtype_correctness asks rtol 1e-4 between the float32 and float64
+    # fits; computing in float64 gives the float64 fit rounded to float32.
+    est = BayesianLinearRegressor(solver=solver, random_state=0)
+    coef_32 = est.fit(_SK_X.astype(np.float32), _SK_Y).coef_
+    mean_32, std_32 = est.predict(_SK_X.astype(np.float32), return_std=True)
+    coef_64 = est.fit(_SK_X.astype(np.float64), _SK_Y).coef_
+    mean_64, std_64 = est.predict(_SK_X.astype(np.float64), return_std=True)
+    assert_allclose(coef_32, coef_64, rtol=1e-4)
+    eps32 = np.finfo(np.float32).eps
+    assert_allclose(coef_32, coef_64, rtol=eps32)
+    assert_allclose(mean_32, mean_64, rtol=4 * eps32, atol=4 * eps32 * np.abs(mean_64).max())
+    assert_allclose(std_32, std_64, rtol=4 * eps32)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_float32_warm_start_continues_from_the_computed_fit():
+    # A warm start resumes from the float64 iterates, not from the rounded outputs.
+    X, y = _SK_X.astype(np.float32), _SK_Y
+    once = BayesianLinearRegressor(solver="cg", random_state=0, tol=1e-10, max_iter=50).fit(X, y)
+    ref = BayesianLinearRegressor(solver="cg", random_state=0, tol=1e-10, max_iter=50).fit(X.astype(np.float64), y)
+    once.set_params(warm_start=True).fit(X, y)
+    ref.set_params(warm_start=True).fit(X.astype(np.float64), y)
+    assert_allclose(once.coef_, ref.coef_.astype(np.float32), rtol=0, atol=0)
