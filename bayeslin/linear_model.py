@@ -29,7 +29,7 @@ from ._progress import EvidenceProgress
 from ._validation import check_device_array, check_device_vector, keeps_state_on_failure
 from .evidence import SampleDraws, fit_evidence
 from .operators import CenteredFeatures, as_features, is_feature_protocol
-from .solvers import SOLVERS, exact_factorization, solver_options
+from .solvers import SOLVERS, ExactFactorization, exact_factorization, solver_options
 
 __all__ = ["BayesianLinearRegressor"]
 
@@ -38,6 +38,10 @@ __all__ = ["BayesianLinearRegressor"]
 # dense factorisations are fast enough to double it (DESIGN.md section 3).
 _EXACT_MAX_SIDE = 8192
 _EXACT_MAX_SIDE_DEVICE = 16384
+
+# Largest d for which sigma_ (a dense d x d matrix) is formed on access:
+# 4096 features make 128 MiB in float64.
+_SIGMA_MAX_FEATURES = 4096
 
 
 class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
@@ -78,7 +82,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         Record the log evidence at every iteration in ``scores_`` (exact for
         ``solver='exact'``, a stochastic Lanczos estimate otherwise).
     fit_intercept : bool, default=True
-        Fit an intercept (centring is implicit for sparse ``X``).
+        Fit an intercept (centring is implicit: ``X`` is not copied).
     copy_X : bool, default=True
         Kept for compatibility with BayesianRidge: centring is implicit, so
         ``X`` is never copied for it nor overwritten, whatever the value.
@@ -145,6 +149,14 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         Weighted mean of the training features subtracted before fitting.
     posterior_samples_ : ndarray of shape (n_samples, n_features) or None
         Zero-mean posterior draws from the fit (iterative solvers).
+    sigma_ : ndarray of shape (n_features, n_features)
+        Posterior covariance of the weights, as BayesianRidge's. Not stored:
+        it is formed on each access from an exact factorisation at the
+        fitted ``alpha_`` and ``lambda_`` (every solver), and only for
+        ``n_features`` up to 4096, since a dense ``d x d`` matrix is what the
+        solvers avoid. Above that, accessing it raises an AttributeError
+        naming the alternatives: :meth:`sample_posterior` for draws and
+        ``predict(X, return_std=True)`` for predictive variances.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
 
@@ -533,6 +545,41 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             var = xp.mean(P * P, axis=1)
         std = (xp.clip(var, 0.0, None) + 1.0 / self.alpha_) ** 0.5
         return placement.to_output(y_mean), placement.to_output(std)
+
+    @property
+    def sigma_(self):
+        """Posterior covariance of the weights ``(alpha X^T W X + lambda I)^-1``, shape (d, d).
+
+        BayesianRidge's attribute, formed on each access (keep a reference
+        rather than reading it in a loop) from an exact factorisation of the
+        smaller of ``X^T W X`` and ``X X^T`` at the fitted ``alpha_`` and
+        ``lambda_``, whatever the solver; exact up to rounding. Only for up to
+        4096 features: beyond that use :meth:`sample_posterior` or
+        ``predict(X, return_std=True)``.
+        """
+        check_is_fitted(self)
+        system = self._posterior_system
+        d = system.shape[0]
+        if d > _SIGMA_MAX_FEATURES:
+            gib = d * d * system.xp.finfo(system.dtype).bits / 8 / 2.0**30
+            raise AttributeError(
+                f"sigma_ is not formed for {d} features (a dense {d} x {d} matrix, {gib:.3g} GiB; at most "
+                f"{_SIGMA_MAX_FEATURES} features): use sample_posterior(n_samples) for draws from the posterior, "
+                f"or predict(X, return_std=True) for predictive standard deviations."
+            )
+
+        def covariance():
+            # The exact fit keeps its factorisation; the iterative fits factorise
+            # once here, without keeping it on the model.
+            if self.solver_ == "exact":
+                fact = exact_factorization(system)
+            else:
+                fact = ExactFactorization(system.features, system.sqrt_weights)
+            eye = create(system.xp, "eye", d, dtype=system.dtype, device_=system.features.device)
+            S = fact.solve(system.alpha, system.prior, eye)
+            return (S + S.T) / 2
+
+        return self._input_placement.to_output(self._guard_memory(covariance, system.features))
 
     def sample_posterior(self, n_samples=1, random_state=None):
         """Draw weight vectors from the posterior.

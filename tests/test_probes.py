@@ -318,3 +318,59 @@ def test_float32_warm_start_continues_from_the_computed_fit():
     once.set_params(warm_start=True).fit(X, y)
     ref.set_params(warm_start=True).fit(X.astype(np.float64), y)
     assert_allclose(once.coef_, ref.coef_.astype(np.float32), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------
+# sigma_: BayesianRidge's posterior covariance
+# --------------------------------------------------------------------------
+
+
+def _sigma_problems():
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    rng = np.random.default_rng(0)
+    Xw = rng.standard_normal((50, 120)) * np.linspace(2.0, 0.1, 120)
+    yw = Xw @ rng.standard_normal(120) + rng.standard_normal(50)
+    return {"diabetes": (X, y), "n<d": (Xw, yw)}
+
+
+@pytest.mark.parametrize("name", ["diabetes", "n<d"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sigma_matches_bayesian_ridge(name, weighted):
+    X, y = _sigma_problems()[name]
+    w = np.random.default_rng(2).uniform(0.5, 2.0, X.shape[0]) if weighted else None
+    ref = BayesianRidge().fit(X, y, sample_weight=w)
+    est = BayesianLinearRegressor(solver="exact").fit(X, y, sample_weight=w)
+    sigma = est.sigma_
+    assert sigma.shape == ref.sigma_.shape and sigma.dtype == np.float64
+    assert_allclose(sigma, ref.sigma_, rtol=1e-8, atol=1e-12 * np.abs(ref.sigma_).max())
+    assert "sigma_" not in vars(est)  # formed on access, not stored (nor pickled)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver", ["cg", "sgd"])
+@pytest.mark.parametrize("name", ["diabetes", "n<d"])
+def test_sigma_of_iterative_fits_is_exact_at_their_hyperparameters(solver, name):
+    X, y = _sigma_problems()[name]
+    est = BayesianLinearRegressor(solver=solver, random_state=0).fit(X, y)
+    # BayesianRidge's formula (full SVD of the centred X) at the fit's own alpha_
+    # and lambda_; np.linalg.inv of H loses digits to its condition number.
+    _, s, Vt = np.linalg.svd(X - X.mean(axis=0), full_matrices=True)
+    eig = np.zeros(X.shape[1])
+    eig[: s.shape[0]] = s**2
+    dense = Vt.T @ (Vt / (est.alpha_ * eig + est.lambda_)[:, None])
+    assert_allclose(est.sigma_, dense, rtol=1e-8, atol=1e-12 * np.abs(dense).max())
+
+
+def test_sigma_follows_input_dtype_and_refuses_large_d(monkeypatch):
+    import bayeslin.linear_model as linear_model
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        BayesianLinearRegressor().sigma_
+    est = BayesianLinearRegressor().fit(_SK_X.astype(np.float32), _SK_Y)
+    assert est.sigma_.dtype == np.float32  # test_dtype_match's sigma_ check
+    monkeypatch.setattr(linear_model, "_SIGMA_MAX_FEATURES", 1)
+    with pytest.raises(AttributeError, match=r"sample_posterior.*predict\(X, return_std=True\)"):
+        est.sigma_
