@@ -434,12 +434,12 @@ class CenteredFeatures(FeatureOperator):
         more pass over it, so it is done only then (decided once, from one
         pass over the rows).
         """
-        if self._centre_batches is None:
+        if getattr(self, "_centre_batches", None) is None:  # absent from older pickles
             self._centre_batches = False
             if isinstance(self.base, DenseFeatures) and self.shape[0] > 0:
                 xp = self.xp
                 spread = super().col_sq_norms() / self.shape[0]
-                tiny = float(xp.finfo(self.dtype).tiny)
+                tiny = float(xp.finfo(self.dtype).smallest_normal)
                 ratio = float(xp.max(self.offset * self.offset / xp.clip(spread, tiny, None)))
                 self._centre_batches = ratio > _PRODUCT_MAX_OFFSET_RATIO**2
         return self._centre_batches
@@ -511,11 +511,31 @@ class CenteredFeatures(FeatureOperator):
                 return super().col_sq_norms(weights)
             except NotImplementedError:
                 pass  # no row batches: expand around the base's own statistics
+        if self._expands():
+            return self._sparse_centred_col_sq_norms(weights)
         xp = self.xp
         w = self._ones(self.shape[0]) if weights is None else weights
         m = self.offset
         s = self.base.rmatmat(w[:, None])[:, 0]
         return self.base.col_sq_norms(weights) - 2 * m * s + xp.sum(w) * m * m
+
+    def _sparse_centred_col_sq_norms(self, weights=None):
+        """``sum_i w_i (x_ij - m_j)^2`` of a sparse base as a sum of non-negative terms (no cancellation).
+
+        Over the stored entries ``w_i (x_ij - m_j)^2``, plus ``m_j^2`` times
+        the weight of the rows where column ``j`` is zero: one pass over the
+        non-zeros.
+        """
+        xp = self.xp
+        X = self.base.X
+        w = self._ones(self.shape[0]) if weights is None else weights
+        m_nz = self.offset[X.indices]
+        P = X.copy()
+        P.data = (X.data - m_nz) ** 2
+        stored = self.base._vector(P.T @ w)
+        P.data = xp.ones_like(P.data)
+        stored_weight = self.base._vector(P.T @ w)
+        return stored + self.offset * self.offset * xp.clip(xp.sum(w) - stored_weight, 0.0, None)
 
     def gram(self, sqrt_weights=None):
         # Centred batches when the base has them; without row batches the
@@ -532,8 +552,12 @@ class CenteredFeatures(FeatureOperator):
         m = self.offset
         total = xp.sum(w)
         G = G - s[:, None] * m[None, :] - m[:, None] * s[None, :] + total * (m[:, None] * m[None, :])
-        idx = create(xp, "arange", self.shape[1], device_=self.device)
-        self._check_cancellation(total * m * m, xp.take(xp.reshape(G, (-1,)), idx * (self.shape[1] + 1)))
+        spread = self._sparse_centred_col_sq_norms(w)
+        varies = spread > 0
+        # A constant column is exactly zero once centred: drop the rounding
+        # residue the expansion leaves there; elsewhere measure what is lost.
+        G = G * xp.astype(varies, G.dtype)[:, None] * xp.astype(varies, G.dtype)[None, :]
+        self._check_cancellation(xp.where(varies, total * m * m, 0.0), xp.where(varies, spread, 1.0))
         return G
 
     def _ones(self, n):
@@ -546,9 +570,12 @@ class CenteredFeatures(FeatureOperator):
         K = self.base.kernel()
         u = self.base.matmat(self.offset[:, None])[:, 0]
         K = K - u[:, None] - u[None, :] + xp.sum(self.offset * self.offset)
-        n = self.shape[0]
-        diag = xp.take(xp.reshape(K, (-1,)), create(xp, "arange", n, device_=self.device) * (n + 1))
-        self._check_cancellation(xp.sum(self.offset * self.offset), xp.mean(diag))
+        # The mean squared norm of the centred rows, computed without cancellation.
+        spread = xp.sum(self._sparse_centred_col_sq_norms()) / self.shape[0]
+        if float(spread) == 0.0:
+            K = K * 0.0  # every centred row is zero
+        else:
+            self._check_cancellation(xp.sum(self.offset * self.offset), spread)
         if sqrt_weights is not None:
             K = K * sqrt_weights[:, None] * sqrt_weights[None, :]
         return K
@@ -575,13 +602,13 @@ class CenteredFeatures(FeatureOperator):
         """Refuse an expanded (sparse) Gram or kernel that lost most of its digits to the offset.
 
         An entry of the expansion carries a rounding error of about
-        ``eps * N m^2`` (``eps * ||m||^2`` for the kernel) while its value is
-        the centred sum of squares: their ratio is what is left of the
-        precision.
+        ``eps * N m^2`` (``eps * ||m||^2`` for the kernel) against the
+        centred sum of squares (computed without cancellation): their ratio
+        says how many digits are left.
         """
         xp = self.xp
         eps = float(xp.finfo(self.dtype).eps)
-        lost = float(xp.max(uncentred / xp.clip(centred, float(xp.finfo(self.dtype).tiny), None)))
+        lost = float(xp.max(uncentred / xp.clip(centred, float(xp.finfo(self.dtype).smallest_normal), None)))
         if eps * lost > _CENTRING_MAX_ERROR:
             raise ValueError(
                 f"The features' means are too large against their spread to centre a sparse matrix "

@@ -403,3 +403,15 @@ def test_sigma_follows_input_dtype_and_refuses_large_d(monkeypatch):
     monkeypatch.setattr(linear_model, "_SIGMA_MAX_FEATURES", 1)
     with pytest.raises(AttributeError, match=r"sample_posterior.*predict\(X, return_std=True\)"):
         est.sigma_
+
+
+def test_sparse_constant_column_matches_bayesian_ridge():
+    # A constant column is zero once centred: the expanded sparse Gram must
+    # not keep its rounding residue, nor refuse the fit because of it.
+    X, y = make_tall()
+    X = np.column_stack([X, np.full(X.shape[0], 1e6)])
+    ref = BayesianRidge().fit(X, y)
+    est = BayesianLinearRegressor(solver="exact").fit(sp.csr_matrix(X), y)
+    assert_allclose([est.alpha_, est.lambda_], [ref.alpha_, ref.lambda_], rtol=1e-8)
+    # The right-hand side X_c^T y is still expanded: 1e6 * sum(y - mean) leaves ~1e-9.
+    assert_allclose(est.coef_, ref.coef_, rtol=1e-8, atol=1e-8 * np.abs(ref.coef_).max())
