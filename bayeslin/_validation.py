@@ -10,7 +10,9 @@ for them ``validate_data`` only records ``n_features_in_`` and the checks
 below do the rest, on the device, with scikit-learn's error messages.
 """
 
+import functools
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,8 +29,40 @@ __all__ = [
     "check_same_placement",
     "device_mover",
     "is_host_input",
+    "keep_state_on_failure",
+    "keeps_state_on_failure",
     "matrix_device",
 ]
+
+
+@contextmanager
+def keep_state_on_failure(estimator):
+    """Restore ``estimator``'s attributes if the block raises: a failed fit leaves the previous fit intact.
+
+    ``validate_data(reset=True)`` sets ``n_features_in_`` and
+    ``feature_names_in_`` before the fit can fail, so the fitted state is
+    snapshot (shallowly: fits replace attributes, they never modify them in
+    place) and put back on any exception, MemoryError and KeyboardInterrupt
+    included.
+    """
+    state = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(state)
+        raise
+
+
+def keeps_state_on_failure(fit):
+    """Decorate a ``fit`` method with :func:`keep_state_on_failure`."""
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        with keep_state_on_failure(self):
+            return fit(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _float_dtype(X, xp, keep_float32):
@@ -62,6 +96,7 @@ def check_device_array(X, *, name="X", keep_float32=True):
         raise ValueError(f"Found array with 0 feature(s) (shape={shape}) while a minimum of 1 is required.")
     values = X.data if is_sparse(X) else X
     xp = get_namespace(values)
+    _refuse_complex(values)
     dtype = _float_dtype(values, xp, keep_float32)
     if dtype != values.dtype:
         X = X.astype(dtype) if is_sparse(X) else xp.astype(X, dtype)
@@ -90,6 +125,7 @@ def check_device_vector(y, xp, dtype, *, name="y", n=None):
         check_consistent_length(n, y.shape[0])
     elif n is not None and y.shape[0] != n:
         raise ValueError(f"{name}.shape == {tuple(y.shape)}, expected ({n},)!")
+    _refuse_complex(y)
     y = xp.astype(y, dtype) if y.dtype != dtype else y
     _check_finite(y, xp, name)
     return y
@@ -101,6 +137,12 @@ def check_consistent_length(n_X, n_y):
         raise ValueError(f"Found input variables with inconsistent numbers of samples: [{int(n_X)}, {int(n_y)}]")
 
 
+def _refuse_complex(values):
+    # scikit-learn's check_array message; a cast would drop the imaginary part.
+    if "complex" in str(values.dtype):
+        raise ValueError("Complex data not supported")
+
+
 def _check_finite(values, xp, name):
     # One reduction and one read-back for the common, finite case.
     if not bool(xp.all(xp.isfinite(values))):
@@ -110,27 +152,51 @@ def _check_finite(values, xp, name):
 
 
 class Placement:
-    """Where arrays live: a namespace and a device; moves results there."""
+    """Where arrays live: a namespace, a device and (optionally) a float dtype; moves results there.
 
-    def __init__(self, xp, device_):
+    Parameters
+    ----------
+    xp : module
+        Array namespace.
+    device_ : object
+        Device in that namespace.
+    dtype : dtype, optional
+        Float dtype of the outputs (as BayesianRidge's, outputs keep the
+        input's ``float32`` or ``float64``); other dtypes and None leave the
+        computed dtype as it is.
+    """
+
+    def __init__(self, xp, device_, dtype=None):
         self.xp = xp
         self.device = device_
+        # Kept by name ('float32'): dtypes of some namespaces do not pickle.
+        name = None if dtype is None else str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
+        self.dtype = name if name in ("float32", "float64") else None
 
     def __getstate__(self):
         # Modules do not pickle: keep the namespace by name.
-        return {"xp": self.xp.__name__, "device": self.device}
+        return {"xp": self.xp.__name__, "device": self.device, "dtype": self.dtype}
 
     def __setstate__(self, state):
         import importlib
 
         self.xp = importlib.import_module(state["xp"])
         self.device = state["device"]
+        self.dtype = state.get("dtype")
 
     def to_output(self, a):
-        """``a`` in this namespace and on this device (a no-op when it already is)."""
-        if get_namespace(a).__name__ == self.xp.__name__ and (self.device is None or device(a) == self.device):
-            return a
-        return asarray_on(a, self.xp, self.device)
+        """``a`` in this namespace, on this device and in this float dtype (a no-op when it already is)."""
+        if not (get_namespace(a).__name__ == self.xp.__name__ and (self.device is None or device(a) == self.device)):
+            a = asarray_on(a, self.xp, self.device)
+        if self.dtype is not None and a.dtype != getattr(self.xp, self.dtype):
+            a = self.xp.astype(a, getattr(self.xp, self.dtype))
+        return a
+
+    def to_output_scalar(self, value):
+        """A NumPy scalar of this dtype for NumPy output (as BayesianRidge's ``intercept_``), else a float."""
+        if self.dtype is not None and is_numpy_namespace(self.xp):
+            return np.dtype(self.dtype).type(value)
+        return float(value)
 
 
 def is_host_input(X):
@@ -147,6 +213,7 @@ def as_array(v):
     if hasattr(v, "__array_namespace__") or hasattr(v, "__cuda_array_interface__"):
         return v
     v = np.asarray(v)
+    _refuse_complex(v)
     if v.dtype.kind not in "biuf":
         # Object or string targets: numeric strings convert, others fail here (y_numeric).
         v = v.astype(np.float64)

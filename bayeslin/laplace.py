@@ -41,7 +41,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from ._backend import create, to_numpy
 from ._progress import EvidenceProgress
-from ._validation import device_mover
+from ._validation import device_mover, keeps_state_on_failure
 from .evidence import fit_evidence, warn_if_unconverged
 from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
 from .operators.mlp_jacobian import MLPJacobian, flatten_params
@@ -475,6 +475,7 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         return MLPClassifier
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @keeps_state_on_failure
     def fit(self, X, y):
         """Fit the network (unless frozen) and its linearised Laplace posterior.
 
@@ -740,6 +741,7 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         return MLPRegressor
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @keeps_state_on_failure
     def fit(self, X, y):
         """Fit the network (unless frozen) and its linearised Laplace posterior.
 

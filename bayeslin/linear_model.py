@@ -30,6 +30,7 @@ from ._validation import (
     check_device_vector,
     check_same_placement,
     is_host_input,
+    keeps_state_on_failure,
     matrix_device,
 )
 from .evidence import fit_evidence, warn_if_unconverged
@@ -43,6 +44,10 @@ __all__ = ["BayesianLinearRegressor"]
 # dense factorisations are fast enough to double it (see the design page of the docs).
 _EXACT_MAX_SIDE = 8192
 _EXACT_MAX_SIDE_DEVICE = 16384
+
+# Largest d for which sigma_ (a dense d x d matrix) is formed on access:
+# 4096 features make 128 MiB in float64.
+_SIGMA_MAX_FEATURES = 4096
 
 
 class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
@@ -83,7 +88,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         Record the log evidence at every iteration in ``scores_`` (exact for
         ``solver='exact'``, a stochastic Lanczos estimate otherwise).
     fit_intercept : bool, default=True
-        Fit an intercept (centring is implicit for sparse ``X``).
+        Fit an intercept (centring is implicit: ``X`` is not copied for it).
     copy_X : bool, default=True
         Centring is implicit, so ``X`` is never overwritten. Where the fitted
         posterior keeps the training features (the iterative solvers, to draw
@@ -136,7 +141,8 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
     coef_ : ndarray of shape (n_features,)
         Posterior mean of the weights.
     intercept_ : float
-        Intercept (0 when ``fit_intercept=False``).
+        Intercept (0 when ``fit_intercept=False``); a NumPy scalar of the
+        input's float dtype for NumPy input.
     alpha_ : float
         Estimated noise precision.
     lambda_ : float
@@ -153,6 +159,14 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         Weighted mean of the training features subtracted before fitting.
     posterior_samples_ : ndarray of shape (n_samples, n_features) or None
         Zero-mean posterior draws from the fit (iterative solvers).
+    sigma_ : ndarray of shape (n_features, n_features)
+        Posterior covariance of the weights, as BayesianRidge's. Not stored:
+        it is formed on each access from an exact factorisation at the
+        fitted ``alpha_`` and ``lambda_`` (every solver), and only for
+        ``n_features`` up to 4096, since a dense ``d x d`` matrix is what the
+        solvers avoid. Above that, accessing it raises an AttributeError
+        naming the alternatives: :meth:`sample_posterior` for draws and
+        ``predict(X, return_std=True)`` for predictive variances.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
 
@@ -276,17 +290,17 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         if is_host_input(X):
             on_host = target_xp is None or is_numpy_namespace(target_xp)
             X = validate_data(
-                self,
-                X,
-                reset=reset,
-                accept_sparse=["csr", "csc", "coo"],
-                dtype=np.float64 if on_host or not keeps_float32(target_xp, target_device) else [np.float64, np.float32],
+                self, X, reset=reset, accept_sparse=["csr", "csc", "coo"], dtype=[np.float64, np.float32]
             )
-            placement = Placement(get_namespace(X), "cpu")
+            # Outputs keep the input's float dtype (as BayesianRidge's); the
+            # host computes in float64, which the evidence loop needs.
+            placement = Placement(get_namespace(X), "cpu", X.dtype)
+            if X.dtype != np.float64 and (on_host or not keeps_float32(target_xp, target_device)):
+                X = X.astype(np.float64)
         else:
             validate_data(self, X, reset=reset, skip_check_array=True)
             xp = get_namespace(X.data if is_sparse(X) else X)
-            placement = Placement(xp, matrix_device(X))
+            placement = Placement(xp, matrix_device(X), (X.data if is_sparse(X) else X).dtype)
             X = check_device_array(X, keep_float32=keeps_float32(xp, placement.device))
         if not reset:
             self._check_same_placement(placement)
@@ -325,6 +339,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         return features, y, sample_weight, placement
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @keeps_state_on_failure
     def fit(self, X, y, sample_weight=None):
         """Fit the model: posterior mean, samples and evidence-optimal hyperparameters.
 
@@ -384,12 +399,13 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         if self.warm_start and hasattr(self, "coef_") and self.coef_.shape == (d,) and self.solver_ == solver:
             alpha_init, lambda_init = self.alpha_, self.lambda_
-            samples = self.posterior_samples_
-            if samples is not None and samples.shape[0] != self.n_samples:
+            # The computed iterates, not the outputs (which may be rounded to float32).
+            samples = self._posterior.samples
+            if samples is not None and samples.shape[1] != self.n_samples:
                 samples = None
             warm = (
-                asarray_on(self.coef_, xp, dev, dtype),
-                None if samples is None else asarray_on(samples, xp, dev, dtype).T,
+                asarray_on(self._coef, xp, dev, dtype),
+                None if samples is None else asarray_on(samples, xp, dev, dtype),
             )
 
         logdet = None
@@ -434,7 +450,8 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         if self.compute_score:
             self.scores_ = np.asarray(result.scores)
         self.X_offset_ = out(X_offset)
-        self.intercept_ = y_offset - scalar(xp.sum(X_offset * result.coef)) if self.fit_intercept else 0.0
+        self._intercept = y_offset - scalar(xp.sum(X_offset * result.coef)) if self.fit_intercept else 0.0
+        self.intercept_ = placement.to_output_scalar(self._intercept)
         self.posterior_samples_ = None if result.samples is None else out(result.samples.T)
         # The posterior stays where it was computed; predictions move their input there.
         self._posterior = result.posterior
@@ -512,12 +529,37 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
     def _predict(self, base, features, placement, return_std):
         xp = base.xp
-        y_mean = base.matmat(self._coef[:, None])[:, 0] + self.intercept_
+        y_mean = base.matmat(self._coef[:, None])[:, 0] + self._intercept
         if not return_std:
             return placement.to_output(y_mean)
         var = self._posterior.variance(features)
         std = (xp.clip(var, 0.0, None) + 1.0 / self.alpha_) ** 0.5
         return placement.to_output(y_mean), placement.to_output(std)
+
+    @property
+    def sigma_(self):
+        """Posterior covariance of the weights ``(alpha X^T W X + lambda I)^-1``, shape (d, d).
+
+        BayesianRidge's attribute, formed on each access (keep a reference
+        rather than reading it in a loop) from an exact factorisation of the
+        smaller of ``X^T W X`` and ``X X^T`` at the fitted ``alpha_`` and
+        ``lambda_``, whatever the solver; exact up to rounding. Only for up to
+        4096 features: beyond that use :meth:`sample_posterior` or
+        ``predict(X, return_std=True)``.
+        """
+        check_is_fitted(self)
+        d = self._coef.shape[0]
+        if d > _SIGMA_MAX_FEATURES:
+            gib = d * d * self._placement.xp.finfo(self._coef.dtype).bits / 8 / 2.0**30
+            raise AttributeError(
+                f"sigma_ is not formed for {d} features (a dense {d} x {d} matrix, {gib:.3g} GiB; at most "
+                f"{_SIGMA_MAX_FEATURES} features): use sample_posterior(n_samples) for draws from the posterior, "
+                f"or predict(X, return_std=True) for predictive standard deviations."
+            )
+        # The exact fit answers from its factorisation; the iterative fits
+        # factorise once here, without keeping it on the model.
+        covariance = self._guard_memory(self._posterior.covariance, self._n_fit_rows)
+        return self._input_placement.to_output(covariance)
 
     def sample_posterior(self, n_samples=1, random_state=None):
         """Draw weight vectors from the posterior.
@@ -566,7 +608,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
         def draw():
             # Each draw keeps the fit's centring, as predict(return_std=True) does.
-            mean = base.matmat(self._coef[:, None]) + self.intercept_
+            mean = base.matmat(self._coef[:, None]) + self._intercept
             f = mean + features.matmat(self._posterior.sample(n_samples, rng))
             noise = standard_normal(rng, tuple(f.shape), base.xp, base.dtype, base.device)
             return placement.to_output(f + noise / self.alpha_**0.5)

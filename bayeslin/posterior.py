@@ -2,7 +2,8 @@
 
 One object for every estimator and solver. It draws samples (one way of
 drawing, in chunks), gives the variances of linear functions of the weights
-(predictive variances), and warns once when a solve stopped short.
+(predictive variances), forms the dense covariance of a small model
+(BayesianRidge's ``sigma_``), and warns once when a solve stopped short.
 
 What the exact solver keeps, in memory and in a pickle, is sized by the
 model, not the data: its factorisation (``d x d`` at most, ``d x r`` with
@@ -19,7 +20,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from ._backend import device, get_namespace, standard_normal
-from .solvers import SOLVERS, SampleDraws, logdet_slq
+from .solvers import SOLVERS, ExactFactorization, SampleDraws, logdet_slq
 
 __all__ = ["Posterior", "warn_if_stopped_short"]
 
@@ -148,6 +149,19 @@ class Posterior:
             return self.factorization.inverse_quadratic_forms(self.alpha, self.prior, rows)
         P = rows.matmat(self.samples)
         return self.xp.mean(P * P, axis=1)
+
+    def covariance(self):
+        """The dense covariance ``H^-1``, shape ``(d, d)``: exact, whatever the solver.
+
+        From the exact solver's factorisation; the iterative solvers'
+        posterior factorises its training features once for this call
+        (``d x d`` memory and a cubic cost in the smaller of ``n`` and ``d``),
+        without keeping the factorisation.
+        """
+        if self.factorization is not None:
+            return self.factorization.covariance(self.alpha, self.prior)
+        system = self._require_data("The dense covariance")
+        return ExactFactorization(system.features, system.sqrt_weights).covariance(self.alpha, self.prior)
 
     def logdet(self, random_state=None):
         """``log det H``: exact, or a stochastic Lanczos estimate (needs the training data)."""

@@ -330,6 +330,32 @@ class ExactFactorization:
         N = N - U @ (U.T @ N)
         return U @ (P / (alpha * s + lam)[:, None]) + N / lam
 
+    def covariance(self, alpha, prior):
+        """Return the dense posterior covariance ``H^-1``, shape ``(d, d)``, symmetric.
+
+        ``d x d`` memory: for models small enough to hold it (BayesianRidge's
+        ``sigma_``).
+
+        Parameters
+        ----------
+        alpha : float
+        prior : float or array of shape (d,)
+
+        Returns
+        -------
+        array of shape (d, d)
+        """
+        if np.ndim(prior) != 0:
+            C = self._covariance_factor(alpha, prior)
+            S = C @ C.T
+        else:
+            # The eigenvalues live where the factors do, in their dtype.
+            ref = self.eigenvalues
+            xp = get_namespace(ref)
+            eye = create(xp, "eye", self.n_features, dtype=ref.dtype, device_=device(ref))
+            S = self.solve(alpha, prior, eye)
+        return (S + S.T) / 2
+
     def inverse_quadratic_forms(self, alpha, prior, rows, chunk_size=1024):
         """Return ``diag(X H^-1 X^T)`` for the rows ``X`` of a feature operator.
 
