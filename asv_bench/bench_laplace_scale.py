@@ -110,11 +110,11 @@ def main(argv=None):
 
         cupy.cuda.Device().synchronize()
     fit_time = time.perf_counter() - t0
-    last = clf._result.solver_results[-1]
+    last = clf.last_solve_
     print(
         f"fit: {fit_time:.1f} s ({fit_time / (args.steps + 1):.1f} s per solve), lambda={clf.lambda_:.4g}, "
-        f"effective dim={clf.effective_dim_:.1f}, last solve: {last.n_iter} iterations, max rel. residual "
-        f"{float(np.max(last.residual_norms)):.1e}"
+        f"effective dim={clf.effective_dim_:.1f}, last solve: {last['n_iter']} iterations, max rel. residual "
+        f"{last['residual']:.1e}"
     )
     for w in caught:
         print(f"  warning: {w.message}")

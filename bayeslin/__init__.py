@@ -1,8 +1,7 @@
 """bayeslin: scalable Bayesian linear models and linearised Laplace, scikit-learn style."""
 
-# linear_model first: it loads operators, which loads the MLP Jacobian last.
-from .linear_model import BayesianLinearRegressor  # isort: skip
 from .laplace import LinearisedLaplaceClassifier, LinearisedLaplaceRegressor
+from .linear_model import BayesianLinearRegressor
 
 __version__ = "0.1.0.dev0"
 

@@ -1,30 +1,45 @@
-"""The evidence (type-II maximum likelihood) loop shared by every solver.
+"""The evidence (type-II maximum likelihood) loop of every estimator.
 
-E-step: solve for the posterior mean and ``k`` posterior samples as one block
-of right-hand sides of ``H``, warm-started from the previous step. M-step:
-MacKay's fixed-point updates of the noise precision ``alpha`` and the prior
-precision ``lambda`` (DESIGN.md section 2), the same updates and the same
-convergence test as scikit-learn's BayesianRidge.
+E-step: the posterior mean and, for the iterative solvers, ``k`` posterior
+samples, solved as one block of right-hand sides of
+``H = alpha Phi^T W Phi + A`` warm-started from the previous step (the exact
+solver answers from its factorisation instead). M-step: MacKay's fixed-point
+updates of the noise precision ``alpha`` and of one prior precision
+``lambda_g`` per parameter group (see the design page of the documentation),
+with Gamma hyperpriors.
 
-The random draws behind the samples are made once and rescaled when
-``alpha`` and ``lambda`` change, so successive right-hand sides move smoothly
-and the warm starts stay close.
+What differs between the estimators is a parameter of :func:`fit_evidence`:
+the parameter groups and a fixed per-parameter prior scale (the linear
+model: one group, a scalar prior), which hyperparameters are tuned, the
+hyperpriors, a band that keeps ``lambda`` within reach of the curvature (the
+Laplace estimators, whose networks may saturate), the stop rule
+(BayesianRidge's coefficient change, or the hyperparameters' relative change)
+and which unbiased estimates of the effective dimension are combined.
+
+The random draws behind the samples are made once and rescaled when the
+hyperparameters change, so successive right-hand sides move smoothly and the
+warm starts stay close.
 """
 
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
-from ._backend import get_namespace, scalar, standard_normal, to_numpy
-from .solvers import SOLVERS, PosteriorPrecision, SolverResult, exact_factorization
+from ._backend import create, scalar, to_numpy
+from .posterior import Posterior, warn_if_stopped_short
+from .solvers import SOLVERS, ExactFactorization, PosteriorPrecision, SampleDraws
+from .solvers.exact import PosteriorMean, group_sums
 
 __all__ = [
     "EvidenceResult",
     "fit_evidence",
-    "estimate_effective_dim",
+    "estimate_effective_dims",
+    "expand_prior",
     "min_variance_mean",
     "spanned_inverse_diagonal",
-    "SampleDraws",
+    "warn_if_unconverged",
 ]
 
 
@@ -37,78 +52,81 @@ class EvidenceResult:
     coef : array of shape (d,)
         Posterior mean at the final hyperparameters.
     samples : array of shape (d, k) or None
-        Zero-mean posterior draws ``z_j ~ N(0, H^-1)`` (iterative solvers).
-    alpha, lambda_ : float
-        Final noise and prior precisions.
-    effective_dim : float
-        ``gamma = Tr(H^-1 alpha Phi^T W Phi)`` at the final hyperparameters
-        (exact for the exact solver, a sample estimate otherwise).
+        Zero-mean posterior draws ``z_j ~ N(0, H^-1)`` (iterative solvers,
+        or the exact solver with ``exact_samples``).
+    alpha : float
+        Final noise precision.
+    lambdas : ndarray of shape (n_groups,)
+        Final prior precision per group.
+    gammas : ndarray of shape (n_groups,)
+        Effective number of parameters per group at the final
+        hyperparameters (exact for the exact solver, a sample estimate
+        otherwise).
     n_iter : int
         Evidence iterations performed.
     converged : bool
-        Whether the coefficient change fell below ``tol``.
+        Whether the stop rule was met.
     scores : list of float
         Log evidence at each iteration and at the end (if requested).
-    system : PosteriorPrecision
-        The posterior precision at the final hyperparameters.
+    posterior : Posterior
+        The posterior at the final hyperparameters.
     solver_results : list of SolverResult
-        One per solve, without the solutions; the last is the solve the
-        outputs come from.
+        One per iterative solve, without the solutions (empty for exact).
     """
 
     coef: object
     samples: object
     alpha: float
-    lambda_: float
-    effective_dim: float
+    lambdas: np.ndarray
+    gammas: np.ndarray
     n_iter: int
     converged: bool
     scores: list
-    system: PosteriorPrecision
+    posterior: Posterior
     solver_results: list = field(default_factory=list)
 
+    @property
+    def lambda_(self):
+        """The prior precision of the first group (the only one of a scalar prior)."""
+        return float(self.lambdas[0])
 
-class SampleDraws:
-    """Fixed standard normal draws behind sample-then-optimise right-hand sides.
-
-    A zero-mean posterior sample is ``z = H^-1 r`` with
-    ``r = A theta_0 + Phi^T W^1/2 (sqrt(alpha) xi) ~ N(0, H)``; with
-    ``theta_0 = lambda^-1/2 g``, ``r = sqrt(lambda) g + sqrt(alpha) Phi^T W^1/2 xi``.
-    ``g``, ``xi`` and ``Phi^T W^1/2 xi`` are kept, so a new ``(alpha, lambda)``
-    only rescales them (and ``xi`` feeds one of the estimates of gamma).
-
-    Parameters
-    ----------
-    system : PosteriorPrecision
-    n_samples : int
-    rng : numpy.random.RandomState
-    """
-
-    def __init__(self, system, n_samples, rng):
-        xp, F = system.xp, system.features
-        n, d = F.shape
-        self.prior_noise = standard_normal(rng, (d, n_samples), xp, system.dtype, F.device)
-        self.xi = standard_normal(rng, (n, n_samples), xp, system.dtype, F.device)
-        wxi = self.xi if system.sqrt_weights is None else self.xi * system.sqrt_weights[:, None]
-        self.data_noise = F.rmatmat(wxi)
-
-    def rhs(self, alpha, prior):
-        """Return the right-hand sides ``r_j`` at ``(alpha, prior)``, shape (d, k)."""
-        sqrt_prior = prior**0.5 if np.ndim(prior) == 0 else (prior**0.5)[:, None]
-        return sqrt_prior * self.prior_noise + alpha**0.5 * self.data_noise
+    @property
+    def effective_dim(self):
+        """Total effective number of parameters."""
+        return float(np.sum(self.gammas))
 
 
-def estimate_effective_dim(system, samples, data_images, draws, rhs=None):
-    """Estimate ``gamma = Tr(H^-1 M)``, ``M = alpha Phi^T W Phi``, from posterior samples.
+def warn_if_unconverged(result, *, solver, solver_tol, max_iter, tol):
+    """Warn (ConvergenceWarning) if the fit's last solve stopped short or the evidence updates did not settle."""
+    warn_if_stopped_short(result.solver_results[-1:], solver, solver_tol)
+    if not result.converged and max_iter > 1:
+        warnings.warn(
+            f"The evidence updates did not converge within max_iter={max_iter} iterations (tol={tol:g}); "
+            f"increase max_iter.",
+            ConvergenceWarning,
+        )
 
-    Each draw ``z_j = H^-1 r_j`` gives three unbiased estimates. With
-    ``r_i`` the eigenvalues of ``H^-1 M`` (each in [0, 1)):
 
-    - ``a_j = alpha ||W^1/2 Phi z_j||^2`` (DESIGN.md), variance
-      ``2 sum r_i^2``: small when few directions are determined by the data;
-    - ``b_j = d - lambda ||z_j||^2``, variance about ``2 sum (1 - r_i)^2``
-      over the d parameters: small when nearly all are;
-    - ``c_j = n - xi_j^T (xi_j - sqrt(alpha) W^1/2 Phi z_j)``, with ``xi_j``
+def expand_prior(lambdas, groups, scale, xp, dtype, device_=None):
+    """``A_jj = lambda_{g(j)} c_j`` as a (d,) array."""
+    parts = [create(xp, "full", (b - a,), float(lam), dtype=dtype, device_=device_) for lam, (a, b) in zip(lambdas, groups)]
+    A = xp.concat(parts)
+    return A if scale is None else A * scale
+
+
+def estimate_effective_dims(system, samples, data_images, draws, rhs=None, groups=None, noise_estimate=True):
+    """Estimate ``gamma_g = Tr_g(H^-1 M)``, ``M = alpha Phi^T W Phi``, per group from posterior samples.
+
+    Each draw ``z_j = H^-1 r_j`` gives unbiased estimates. With ``r_i`` the
+    eigenvalues of ``H^-1 M`` (each in [0, 1)):
+
+    - ``a_j = z_j^T M z_j`` (per group ``z_g^T (M z)_g``, which costs one
+      more pass), variance ``2 sum r_i^2``: small when few directions are
+      determined by the data;
+    - ``b_j = |g| - z_g^T A_g z_g``, variance about ``2 sum (1 - r_i)^2``
+      over the parameters: small when nearly all are;
+    - with one group and ``noise_estimate``,
+      ``c_j = n - xi_j^T (xi_j - sqrt(alpha) W^1/2 Phi z_j)``, with ``xi_j``
       the data noise behind ``r_j``: the same sum over the n observations,
       small when nearly every observation is fitted (``gamma`` close to
       ``n``, where the noise update ``n - gamma`` needs it most).
@@ -120,7 +138,6 @@ def estimate_effective_dim(system, samples, data_images, draws, rhs=None):
     Parameters
     ----------
     system : PosteriorPrecision
-        With a scalar prior.
     samples : array of shape (d, k)
         Zero-mean posterior draws ``Z = H^-1 Y``.
     data_images : array of shape (n, k)
@@ -129,31 +146,50 @@ def estimate_effective_dim(system, samples, data_images, draws, rhs=None):
         The draws behind ``Y``.
     rhs : array of shape (d, k), optional
         The right-hand sides ``Y``.
+    groups : list of (int, int), optional
+        Parameter groups (one when None).
+    noise_estimate : bool, default=True
+        Combine the third estimate ``c`` too (one group only).
 
     Returns
     -------
-    gamma : float
+    gammas : ndarray of shape (n_groups,)
     """
     xp = system.xp
     d, k = samples.shape
     n = data_images.shape[0]
-    lam, alpha = system.prior, system.alpha
+    prior, alpha = system.prior, system.alpha
+    scalar_prior = np.ndim(prior) == 0
+    groups = [(0, d)] if groups is None else groups
+    sizes = np.array([b - a for a, b in groups], dtype=np.float64)
     diag = None if rhs is None else spanned_inverse_diagonal(samples, rhs)
     if diag is not None:
-        return float(d - lam * np.sum(diag))
-    xi = draws.xi
-    estimates = np.stack(
-        [
-            to_numpy(alpha * xp.sum(data_images * data_images, axis=0)),
-            d - lam * to_numpy(xp.sum(samples * samples, axis=0)),
-            n - to_numpy(xp.sum(xi * xi, axis=0) - alpha**0.5 * xp.sum(xi * data_images, axis=0)),
-        ],
-        axis=1,
-    )
+        # H^-1 known exactly: gamma_g = |g| - sum_{j in g} A_jj (H^-1)_jj.
+        if scalar_prior:
+            return np.array([float(d - prior * np.sum(diag))])
+        Ad = to_numpy(prior) * diag
+        return sizes - np.array([np.sum(Ad[a:b]) for a, b in groups])
+    if len(groups) == 1:
+        a = to_numpy(alpha * xp.sum(data_images * data_images, axis=0))[None, :]
+    else:
+        w_images = data_images if system.sqrt_weights is None else data_images * system.sqrt_weights[:, None]
+        a = to_numpy(group_sums(samples * (alpha * system.features.rmatmat(w_images)), groups, xp))
+    if scalar_prior:
+        b = (d - prior * to_numpy(xp.sum(samples * samples, axis=0)))[None, :]
+    else:
+        b = sizes[:, None] - to_numpy(group_sums(prior[:, None] * samples * samples, groups, xp))
+    if noise_estimate and len(groups) == 1:
+        xi = draws.xi
+        c = n - to_numpy(xp.sum(xi * xi, axis=0) - alpha**0.5 * xp.sum(xi * data_images, axis=0))
+        if k < 2:
+            return a[:, 0]
+        # gamma lies in [0, min(n, d)]; a noisy estimate must not leave it.
+        return np.array([np.clip(min_variance_mean(np.stack([a[0], b[0], c], axis=1)), 0.0, min(n, d))])
     if k < 2:
-        return float(estimates[0, 0])
-    # gamma lies in [0, min(n, d)]; a noisy estimate must not leave it.
-    return float(np.clip(min_variance_mean(estimates), 0.0, min(n, d)))
+        gammas = a[:, 0]
+    else:
+        gammas = np.array([min_variance_mean(np.stack([a[g], b[g]], axis=1)) for g in range(len(groups))])
+    return np.clip(gammas, 0.0, sizes)
 
 
 def min_variance_mean(estimates):
@@ -222,15 +258,24 @@ def log_evidence(n_eff, d, alpha, lam, sse, coef_sq, logdet, priors):
 
 def fit_evidence(
     features,
-    y,
+    targets=None,
     *,
+    mean_rhs=None,
     sqrt_weights=None,
-    n_eff,
+    n_eff=None,
+    groups=None,
+    prior_scale=None,
     solver="exact",
     n_samples=16,
     alpha_init,
     lambda_init,
+    tune_alpha=True,
+    tune_lambda=True,
     priors=(1e-6, 1e-6, 1e-6, 1e-6),
+    lambda_band=None,
+    stop="coef",
+    noise_estimate=True,
+    exact_samples=False,
     max_iter=300,
     tol=1e-3,
     compute_score=False,
@@ -245,31 +290,59 @@ def fit_evidence(
     Parameters
     ----------
     features : FeatureOperator
-        Centred features ``Phi`` (n x d).
-    y : array of shape (n,)
-        Centred targets.
+        ``Phi`` (n x d), centred by the caller if it fits an intercept.
+    targets : array of shape (n,), optional
+        Targets of the noise update and, when ``mean_rhs`` is None, of the
+        mean's right-hand side ``alpha Phi^T W y``.
+    mean_rhs : callable, optional
+        ``mean_rhs(alpha) -> array (d, 1)``: the right-hand side of the mean
+        when it is not ``alpha Phi^T W targets`` (the classifier's Newton step).
     sqrt_weights : array of shape (n,), optional
-    n_eff : float
-        Number of observations in the noise update (the sum of the weights).
+    n_eff : float, optional
+        Number of observations in the noise update (the sum of the weights;
+        ``n`` when None).
+    groups : list of (int, int), optional
+        Parameter groups sharing one ``lambda`` (tiling ``0..d``). None: one
+        scalar ``lambda`` (``A = lambda I``); otherwise ``A`` is a diagonal.
+    prior_scale : array of shape (d,), optional
+        Fixed scale ``c`` of ``A_jj = lambda_g(j) c_j`` (with ``groups``).
     solver : {'exact', 'cg', 'sgd'}
     n_samples : int
         Posterior samples solved alongside the mean (iterative solvers).
-    alpha_init, lambda_init : float
+    alpha_init : float
+    lambda_init : float or array-like of shape (n_groups,)
+    tune_alpha, tune_lambda : bool, default=True
+        Which hyperparameters the M-step updates (neither: one E-step).
     priors : tuple
-        ``(alpha_1, alpha_2, lambda_1, lambda_2)``.
+        ``(alpha_1, alpha_2, lambda_1, lambda_2)`` of the Gamma hyperpriors.
+    lambda_band : tuple (low, high), optional
+        Keep ``lambda`` within ``[low, high]`` times the mean curvature
+        ``alpha mean_j diag(Phi^T W Phi)_j``, so that ``H`` stays numerically
+        positive definite on degenerate fits (a network saturated on its
+        training data, whose curvature vanishes).
+    stop : {'coef', 'hyperparameters'}, default='coef'
+        ``'coef'``: BayesianRidge's rule, the L1 change of the mean below
+        ``tol`` after the first step (the iterative solvers also need the
+        hyperparameters' relative change below ``tol``, as a warm-started
+        solve may leave the mean unchanged while they move).
+        ``'hyperparameters'``: every hyperparameter's relative change below ``tol``.
+    noise_estimate : bool, default=True
+        Use the data-noise estimate of gamma too (see :func:`estimate_effective_dims`).
+    exact_samples : bool, default=False
+        Also draw ``n_samples`` exact posterior samples at the end (exact solver).
     max_iter, tol : int, float
-        BayesianRidge's: stop when the L1 change of the coefficients is < tol
-        (iterative solvers: and the relative change of alpha and lambda).
     compute_score : bool
+        Record the log evidence (scalar prior).
     rng : numpy.random.RandomState
     solver_options : dict, optional
-        Passed to the solver.
+        Passed to the iterative solver.
     warm : tuple (coef, samples), optional
         Initial iterates.
     logdet : callable, optional
         ``logdet(system) -> float`` for the scores of iterative solvers.
     callback : callable, optional
-        Called as ``callback(iteration, alpha, lambda, gamma, solver_result)``.
+        Called as ``callback(iteration, alpha, lambda, gamma, solver_result)``
+        (``lambda`` one number for one group, else one per group).
 
     Returns
     -------
@@ -277,162 +350,146 @@ def fit_evidence(
     """
     xp = features.xp
     n, d = features.shape
-    options = dict(solver_options or {})
     w = None if sqrt_weights is None else sqrt_weights**2
-    wy = y if w is None else w * y
-    b = features.rmatmat(wy[:, None])
-    alpha, lam = float(alpha_init), float(lambda_init)
-    system = PosteriorPrecision(features, alpha, lam, sqrt_weights)
+    n_eff = float(n) if n_eff is None else n_eff
+    scalar_prior = groups is None
+    group_list = [(0, d)] if scalar_prior else list(groups)
+    lambdas = np.asarray(lambda_init, dtype=np.float64).reshape(-1)
+    if lambdas.size == 1:
+        lambdas = np.full(len(group_list), float(lambdas[0]))
+    alpha = float(alpha_init)
+    if mean_rhs is None:
+        b = features.rmatmat((targets if w is None else w * targets)[:, None])
+
+        def mean_rhs(alpha):
+            return alpha * b
+
+    def prior_of(lambdas):
+        if scalar_prior:
+            return float(lambdas[0])
+        return expand_prior(lambdas, group_list, prior_scale, xp, features.dtype, features.device)
+
+    system = PosteriorPrecision(features, alpha, prior_of(lambdas), sqrt_weights)
     exact = solver == "exact"
-    solve = SOLVERS[solver]
+    options = dict(solver_options or {})
     if exact:
-        fact = exact_factorization(system)
-        draws = None
+        fact, draws = ExactFactorization(features, sqrt_weights), None
     else:
-        draws = SampleDraws(system, n_samples, rng)
-        if solver == "sgd":
-            options.setdefault("random_state", rng)
+        fact, draws = None, SampleDraws(system, n_samples, rng)
+        solve = SOLVERS[solver]
+        solve_options = dict(options, random_state=rng) if solver == "sgd" else options
+    if lambda_band is not None:
+        # A saturated network has B ~ 0: gamma -> 0 and the bare update drives
+        # lambda to where H is numerically singular. A wide band around the
+        # mean curvature keeps H factorisable without touching a sensible
+        # fixed point.
+        curvature = float(np.mean(to_numpy(features.col_sq_norms(w))))
+        curvature = curvature if np.isfinite(curvature) and curvature > 0 else 1.0
 
     coef, samples = (None, None) if warm is None else warm
     results, scores = [], []
-    if exact and fact.kind == "dual":
-        # The whole loop runs in the kernel's eigenbasis: O(n) per step.
-        y_basis = fact.basis.to_basis((y if sqrt_weights is None else y * sqrt_weights)[:, None])[:, 0]
 
     def e_step(system):
-        """Solve at the system's hyperparameters; return (SolverResult, mean, gamma)."""
+        """Solve at the system's hyperparameters; return (SolverResult or None, mean, sse, gammas)."""
         nonlocal coef, samples
         alpha, prior = system.alpha, system.prior
-        mean_rhs = alpha * b
+        rhs_mean = mean_rhs(alpha)
         if exact:
-            gamma = fact.effective_dim(alpha, prior)
-            if fact.kind == "dual":
-                return _DIRECT, _SpectralMean(fact, y_basis, alpha, prior), gamma
-            coef = fact.posterior_mean(alpha, prior, y, mean_rhs)[:, 0]
-            sse = _weighted_sse(system, y, w, features.matmat(coef[:, None])[:, 0])
-            return _DIRECT, _Mean(coef, sse), gamma
+            mean = fact.posterior_mean(alpha, prior, rhs_mean, y=targets)
+            gammas = fact.effective_dims(alpha, prior, None if scalar_prior else group_list)
+            sse = mean.sse
+            if sse is None and (tune_alpha or compute_score):
+                sse = _weighted_sse(xp, targets - features.matmat(mean.coef[:, None])[:, 0], w)
+            return None, mean, sse, gammas
         sample_rhs = draws.rhs(alpha, prior)
-        rhs = xp.concat([mean_rhs, sample_rhs], axis=1)
-        x0_mean = xp.zeros_like(mean_rhs) if coef is None else coef[:, None]
+        x0_mean = xp.zeros_like(rhs_mean) if coef is None else coef[:, None]
         # theta_n = A^-1 r: the low-curvature directions start at their optimum.
         x0_samples = system.prior_solve(sample_rhs) if samples is None else samples
-        res = solve(system, rhs, xp.concat([x0_mean, x0_samples], axis=1), **options)
+        res = solve(system, xp.concat([rhs_mean, sample_rhs], axis=1), xp.concat([x0_mean, x0_samples], axis=1), **solve_options)
         coef, samples = res.solution[:, 0], res.solution[:, 1:]
-        sse, gamma = _residual_and_gamma(system, y, w, coef, samples, sample_rhs, draws)
-        return res, _Mean(coef, sse), gamma
+        # One pass over Phi: the residual and the samples' data images.
+        P = features.matmat(res.solution)
+        sse = _weighted_sse(xp, targets - P[:, 0], w) if targets is not None else None
+        images = P[:, 1:] if w is None else P[:, 1:] * sqrt_weights[:, None]
+        gammas = estimate_effective_dims(
+            system, samples, images, draws, sample_rhs, None if scalar_prior else group_list, noise_estimate
+        )
+        return res, PosteriorMean(coef), sse, gammas
 
-    def score(alpha, lam, mean):
-        ld = fact.logdet(alpha, lam) if exact else logdet(system)
-        return log_evidence(n_eff, d, alpha, lam, mean.sse, mean.coef_sq, ld, priors)
+    def score(system, mean, sse):
+        ld = fact.logdet(system.alpha, system.prior) if exact else logdet(system)
+        return log_evidence(n_eff, d, system.alpha, system.prior, sse, mean.coef_sq, ld, priors)
 
     alpha_1, alpha_2, lambda_1, lambda_2 = priors
     converged = False
     mean_old = None
-    for it in range(max_iter):
-        res, mean, gamma = e_step(system)
-        # Only the diagnostics are kept: the solutions are d x (k + 1) each.
-        results.append(replace(res, solution=None))
+    it = 0
+    n_steps = max_iter if (tune_alpha or tune_lambda) else 0
+    for it in range(n_steps):
+        res, mean, sse, gammas = e_step(system)
+        if res is not None:
+            # Only the diagnostics are kept: the solutions are d x (k + 1) each.
+            results.append(replace(res, solution=None))
         if compute_score:
-            scores.append(score(alpha, lam, mean))
+            scores.append(score(system, mean, sse))
         if callback is not None:
-            callback(it, alpha, lam, gamma, res)
-        lam = (gamma + 2 * lambda_1) / (mean.coef_sq + 2 * lambda_2)
-        alpha = (n_eff - gamma + 2 * alpha_1) / (mean.sse + 2 * alpha_2)
-        if not alpha > 0:
-            raise ValueError(
-                f"The noise update needs the sum of the sample weights ({n_eff:.6g}) to exceed the "
-                f"effective number of parameters ({gamma:.6g}); scale the sample weights up."
-            )
-        # An iterative solve whose warm start already meets its tolerance leaves
-        # coef_ unchanged although alpha and lambda moved, so for those solvers
-        # the hyperparameters must also have settled (relative change < tol).
-        settled = exact or max(abs(alpha / system.alpha - 1), abs(lam / system.prior - 1)) < tol
-        system = system.with_hyperparameters(alpha, lam)
-        if it != 0 and settled and mean.l1_change(mean_old, tol) < tol:
+            callback(it, alpha, lambdas[0] if len(lambdas) == 1 else lambdas.copy(), float(np.sum(gammas)), res)
+        new_lambdas, new_alpha = lambdas, alpha
+        if tune_lambda:
+            if scalar_prior:
+                sq = mean.coef_sq
+            else:
+                c2 = mean.coef * mean.coef
+                sq = to_numpy(group_sums(c2 if prior_scale is None else prior_scale * c2, group_list, xp))
+            new_lambdas = (gammas + 2 * lambda_1) / (sq + 2 * lambda_2)
+            if lambda_band is not None:
+                new_lambdas = np.clip(new_lambdas, lambda_band[0] * alpha * curvature, lambda_band[1] * alpha * curvature)
+        if tune_alpha:
+            gamma = float(np.sum(gammas))
+            new_alpha = (n_eff - gamma + 2 * alpha_1) / (sse + 2 * alpha_2)
+            if not new_alpha > 0:
+                raise ValueError(
+                    f"The noise update needs the sum of the sample weights ({n_eff:.6g}) to exceed the "
+                    f"effective number of parameters ({gamma:.6g}); scale the sample weights up."
+                )
+        change = max(float(np.max(np.abs(new_lambdas / lambdas - 1))), abs(new_alpha / alpha - 1))
+        lambdas, alpha = new_lambdas, float(new_alpha)
+        system = system.with_hyperparameters(alpha, prior_of(lambdas))
+        if stop == "coef":
+            # An iterative solve whose warm start already meets its tolerance
+            # leaves the mean unchanged although alpha and lambda moved, so for
+            # those solvers the hyperparameters must also have settled.
+            done = it != 0 and (exact or change < tol) and mean.l1_change(mean_old, tol) < tol
+        else:
+            done = change < tol
+        if done:
             converged = True
             break
         mean_old = mean
 
-    res, mean, gamma = e_step(system)
-    results.append(res)
+    res, mean, sse, gammas = e_step(system)
+    if res is not None:
+        results.append(res)
     if compute_score:
-        scores.append(score(alpha, lam, mean))
+        scores.append(score(system, mean, sse))
     coef = mean.coef
+    posterior = Posterior(system, coef, solver=solver, solver_options=options, factorization=fact, samples=samples)
+    if exact and exact_samples:
+        samples = posterior.samples = posterior.sample(n_samples, rng)
     return EvidenceResult(
         coef=coef,
         samples=samples,
         alpha=alpha,
-        lambda_=lam,
-        effective_dim=gamma,
-        n_iter=it + 1,
-        converged=converged,
+        lambdas=lambdas,
+        gammas=gammas,
+        n_iter=(it + 1) if n_steps else 0,
+        converged=converged or n_steps == 0,
         scores=scores,
-        system=system,
+        posterior=posterior,
         solver_results=results,
     )
 
 
-_DIRECT = SolverResult(None, 0, np.zeros(1), True, {"kind": "exact"})
-
-
-class _Mean:
-    """The posterior mean at one evidence step, with what the M-step needs."""
-
-    def __init__(self, coef, sse):
-        self.coef = coef
-        self.sse = sse
-        self.coef_sq = scalar(get_namespace(coef).sum(coef * coef))
-
-    def l1_change(self, other, tol):
-        """``||coef - other.coef||_1`` (BayesianRidge's stopping test)."""
-        return scalar(get_namespace(self.coef).sum(abs(self.coef - other.coef)))
-
-
-class _SpectralMean:
-    """The posterior mean held by its coordinates in the kernel's eigenbasis (dual exact).
-
-    With ``t = V^T W^1/2 y`` and ``c = lambda / alpha``, the dual
-    coefficients are ``V w`` with ``w = t / (s + c)``: ``||coef||^2 =
-    sum s w^2`` and the residual is ``V (c w)``, so an evidence step costs
-    O(n). ``coef`` itself (one pass over ``Phi``) is formed only when the
-    stopping test or the caller needs it.
-    """
-
-    def __init__(self, fact, t, alpha, lam):
-        xp = fact.xp
-        c = lam / alpha
-        self.fact = fact
-        self.s = fact.eigenvalues
-        self.w = t / (self.s + c)
-        self.coef_sq = scalar(xp.sum(self.s * self.w * self.w))
-        self.sse = scalar(xp.sum((c * self.w) ** 2))
-        self._coef = None
-
-    @property
-    def coef(self):
-        if self._coef is None:
-            self._coef = self.fact.dual_coef(self.w)
-        return self._coef
-
-    def l1_change(self, other, tol):
-        """``||coef - other.coef||_1``, skipping the passes when ``||.||_2 >= tol`` already decides it."""
-        xp = self.fact.xp
-        dw = self.w - other.w
-        l2 = scalar(xp.sum(self.s * dw * dw)) ** 0.5
-        if l2 >= tol:
-            return l2
-        return scalar(xp.sum(xp.abs(self.coef - other.coef)))
-
-
-def _weighted_sse(system, y, w, fitted):
-    """``sum_i w_i (y_i - fitted_i)^2``."""
-    r = y - fitted
-    return scalar(system.xp.sum(r * r if w is None else w * r * r))
-
-
-def _residual_and_gamma(system, y, w, coef, samples, rhs, draws):
-    """One pass over ``Phi``: the weighted residual sum of squares and, from the samples, gamma."""
-    xp = system.xp
-    P = system.features.matmat(xp.concat([coef[:, None], samples], axis=1))
-    Pz = P[:, 1:] if w is None else P[:, 1:] * w[:, None] ** 0.5
-    return _weighted_sse(system, y, w, P[:, 0]), estimate_effective_dim(system, samples, Pz, draws, rhs)
+def _weighted_sse(xp, r, w):
+    """``sum_i w_i r_i^2``."""
+    return scalar(xp.sum(r * r if w is None else w * r * r))

@@ -4,15 +4,25 @@ The network ``f(w, x)`` is linearised at its fitted weights ``w`` (the MAP):
 ``f(theta, x) ~ f(w, x) + J(x) (theta - w)``. With a Gaussian prior
 ``N(0, A^-1)`` on ALL weights and biases and the generalised Gauss-Newton
 curvature ``B`` of the likelihood, the posterior over the parameters is
-``N(., H^-1)``, ``H = J^T B J + A`` (DESIGN.md section 4). ``H`` is never
-formed at scale: the Jacobian is a matrix-free operator
-(:class:`~bayeslin._mlp_jacobian.MLPJacobian`), whitened by the likelihood's
-square-root factor, and the posterior is handled by the foundation's solvers
-(sample-then-optimise) inside a MacKay evidence loop
-(:mod:`bayeslin._laplace_evidence`).
+``N(., H^-1)``, ``H = J^T B J + A`` (see the design page of the
+documentation). ``H`` is never formed at scale: the Jacobian is a
+matrix-free operator (:class:`~bayeslin.operators.MLPJacobian`), whitened by
+the likelihood's square-root factor, and the posterior is handled by the
+solvers (sample-then-optimise) inside the evidence loop the linear model uses
+(:func:`bayeslin.evidence.fit_evidence`), with one prior precision per
+parameter group.
+
+The tangent linear model has features ``Phi`` = the whitened Jacobian (rows
+``L_i^T J_i``, so ``Phi^T Phi = J^T B J`` for classification; the plain
+Jacobian with noise precision ``alpha`` for regression) and a right-hand side
+for its mode: ``alpha Phi^T y~`` with ``y~ = y - f(w) + J w`` for regression
+(the exact mode of the tangent model), ``J^T B J w - J^T g`` for
+classification with ``g`` the NLL gradient at the logits (one Newton step
+from ``w``: the mode of the GGN approximation at ``w``). The prior is
+``A = diag(lambda_g(j) c_j)`` with a fixed scale ``c`` (ones, or the
+g-prior's normalisation).
 """
 
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -23,19 +33,19 @@ from sklearn.base import (
     _fit_context,
     clone,
 )
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._backend import asarray_on, create, resolve_device, to_numpy
-from ._laplace_evidence import fit_laplace_evidence
-from ._mlp_jacobian import MLPJacobian, flatten_params
-from .evidence import SampleDraws
+from ._backend import create, to_numpy
+from ._progress import EvidenceProgress
+from ._validation import device_mover, keeps_state_on_failure
+from .evidence import fit_evidence, warn_if_unconverged
 from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
-from .solvers import SOLVERS, solver_options
+from .operators.mlp_jacobian import MLPJacobian, flatten_params
+from .solvers import solver_options
 
 __all__ = ["LinearisedLaplaceClassifier", "LinearisedLaplaceRegressor"]
 
@@ -47,6 +57,10 @@ _EXACT_MAX_PARAMS = 2000
 _GPRIOR_FLOOR = 1e-4
 # Test observations per block of Jacobian products in predictions.
 _PREDICT_CHUNK = 4096
+# The tiny Gamma hyperpriors of BayesianRidge keep an empty parameter group
+# finite; lambda stays within this band times the mean curvature.
+_HYPER = 1e-6
+_LAMBDA_BAND = (1e-8, 1e8)
 
 
 def _unwrap(estimator):
@@ -58,14 +72,6 @@ def _unwrap(estimator):
     if isinstance(estimator, FrozenEstimator):
         return estimator.estimator, True
     return estimator, False
-
-
-def _device_namespace(device):
-    """A function moving host arrays to ``device`` ('cpu': NumPy, 'cuda': CuPy), once per call."""
-    if device == "cpu":
-        return np.asarray
-    xp, dev = resolve_device(device)
-    return lambda a: asarray_on(np.asarray(a), xp, dev)
 
 
 class _LinearisedLaplaceBase(BaseEstimator):
@@ -156,56 +162,81 @@ class _LinearisedLaplaceBase(BaseEstimator):
         c = diag / xp.mean(diag)
         return xp.maximum(c, _GPRIOR_FLOOR)
 
-    def _run_evidence(self, jac, features, mean_rhs, *, tune_alpha, alpha_init, targets, rng):
+    def _run_evidence(self, jac, features, *, mean_rhs, targets, tune_alpha, alpha_init, log_likelihood, rng):
         d = jac.n_params
         solver = self._choose_solver(d)
         groups = self._groups(jac)
         lambdas, tune_lambda = self._lambda_start(len(groups))
         scale = self._prior_scale(features, alpha_init)
-        callback = _VerboseCallback(solver) if self.verbose else None
-        result = fit_laplace_evidence(
+        options = self._solver_options(solver)
+        result = fit_evidence(
             features,
-            mean_rhs,
+            targets,
+            mean_rhs=mean_rhs,
             groups=groups,
             prior_scale=scale,
-            lambda_init=lambdas,
-            alpha_init=alpha_init,
-            tune_lambda=tune_lambda,
-            tune_alpha=tune_alpha,
-            targets=targets,
             solver=solver,
             n_samples=self.n_samples,
+            alpha_init=alpha_init,
+            lambda_init=lambdas,
+            tune_alpha=tune_alpha,
+            tune_lambda=tune_lambda,
+            priors=(_HYPER,) * 4,
+            lambda_band=_LAMBDA_BAND,
+            stop="hyperparameters",
+            noise_estimate=False,
+            exact_samples=True,
             max_iter=self.max_iter,
             tol=self.tol,
             rng=rng,
-            solver_options=self._solver_options(solver),
-            callback=callback,
+            solver_options=options,
+            callback=EvidenceProgress(solver) if self.verbose else None,
         )
-        if result.solver_results:
-            last = result.solver_results[-1]
-            if not last.converged:
-                warnings.warn(
-                    f"solver={solver!r} stopped after {last.n_iter} iterations with relative residual "
-                    f"{float(np.max(last.residual_norms)):.2e} above solver_tol="
-                    f"{self._solver_options(solver)['tol']:g}; increase solver_max_iter or loosen solver_tol.",
-                    ConvergenceWarning,
-                )
-        if not result.converged and self.max_iter > 1:
-            warnings.warn(
-                f"The evidence updates did not converge within max_iter={self.max_iter} steps "
-                f"(tol={self.tol:g}); increase max_iter.",
-                ConvergenceWarning,
-            )
+        warn_if_unconverged(
+            result, solver=solver, solver_tol=options.get("tol", 0.0), max_iter=self.max_iter, tol=self.tol
+        )
         self.solver_ = solver
         self.n_params_ = d
         self.lambda_ = float(result.lambdas[0]) if self.prior_structure == "scalar" else np.asarray(result.lambdas)
-        self.effective_dim_ = float(np.sum(result.gammas))
+        self.effective_dim_ = result.effective_dim
         self.n_iter_ = result.n_iter
-        self.tangent_mode_ = to_numpy(result.mode)
+        self.tangent_mode_ = to_numpy(result.coef)
         self.posterior_samples_ = to_numpy(result.samples).T
         self.prior_scale_ = None if scale is None else to_numpy(scale)
-        self._result = result
+        last = result.solver_results[-1] if result.solver_results else None
+        self.last_solve_ = None if last is None else {"n_iter": last.n_iter, "residual": float(np.max(last.residual_norms))}
+        self._posterior = result.posterior
+        self._posterior.drop_data()
+        # log p(y | w) at the fitted noise precision (regression) or as is.
+        self._log_likelihood = float(log_likelihood(result.alpha))
         return result
+
+    def log_marginal_likelihood(self, random_state=None):
+        """Log evidence of the fitted model under the Laplace approximation.
+
+        ``log p(y | w) - (w^T A w + log det H - log det A) / 2`` at the
+        network's weights ``w`` (the MAP), with the fitted prior ``A`` and
+        ``H = J^T B J + A`` (times ``alpha`` on the data term for
+        regression): what laplace-torch's ``log_marginal_likelihood()``
+        returns. Exact for ``solver_='exact'``; the iterative solvers
+        estimate ``log det H`` by stochastic Lanczos quadrature, with a
+        Monte Carlo error of about 1% of ``d`` nats.
+
+        Parameters
+        ----------
+        random_state : int, RandomState instance or None, default=None
+            Seeds the Lanczos probes (iterative solvers).
+
+        Returns
+        -------
+        float
+        """
+        check_is_fitted(self)
+        post = self._posterior
+        A = to_numpy(post.prior)
+        w = flatten_params(self.estimator_)
+        logdet_ratio = post.logdet(random_state=check_random_state(random_state)) - float(np.sum(np.log(A)))
+        return self._log_likelihood - 0.5 * (float(w @ (A * w)) + logdet_ratio)
 
     def _check_X(self, X):
         check_is_fitted(self)
@@ -213,48 +244,52 @@ class _LinearisedLaplaceBase(BaseEstimator):
         return X
 
     def _test_jacobian(self, X):
-        to_dev = _device_namespace(self.device)
-        return MLPJacobian(self.estimator_, to_dev(X), dtype=self._result.system.dtype)
+        to_dev = device_mover(self.device)
+        return MLPJacobian(self.estimator_, to_dev(X), dtype=self._posterior.mean.dtype)
 
-    def _output_moments(self, X, centre=False):
-        """Network outputs ``f`` (n, m) and the variances of ``J(x) theta`` (n, m), on the host.
+    def _observation_blocks(self, X):
+        """Yield the test Jacobian in blocks of observations."""
+        jac = self._test_jacobian(X)
+        for start in range(0, jac.n_obs, _PREDICT_CHUNK):
+            stop = min(jac.n_obs, start + _PREDICT_CHUNK)
+            yield jac.take_observations(create(jac.xp, "arange", start, stop, device_=jac.device))
+
+    def _output_moments(self, X, centre=False, full=False):
+        """Network outputs ``f`` (n, m) and the (co)variances of ``J(x) theta``, on the host.
 
         With ``centre`` the variances are those of the logits minus their
         mean over the outputs: softmax ignores that mean, which only the
         prior constrains (``B`` is singular along it), so its variance must
-        not flatten the probit approximation.
+        not flatten the probit approximation. With ``full`` the covariance
+        over the outputs (n, m, m) is returned instead of the variances.
+        Exact for ``solver_='exact'``, else the Monte Carlo estimate from
+        the fit's samples.
         """
-        jac = self._test_jacobian(X)
-        xp = jac.xp
-        n, m = jac.n_obs, jac.n_outputs
-        dense = self._result.dense
+        factor, weight = self._posterior.covariance_factor()
         f, var = [], []
-        for start in range(0, n, _PREDICT_CHUNK):
-            sub = jac.take_observations(create(xp, "arange", start, min(n, start + _PREDICT_CHUNK), device_=jac.device))
-            if dense is not None:
-                # Exact: diag(J H^-1 J^T) = row norms of J C with C C^T = H^-1.
-                P = sub.jvp_outputs(dense.cov_factor(self._result.system.alpha, self._result.system.prior))
-                if centre:
-                    P = P - xp.mean(P, axis=1, keepdims=True)
-                var.append(to_numpy(xp.sum(P * P, axis=2)))
+        for sub in self._observation_blocks(X):
+            xp = sub.xp
+            P = sub.jvp_outputs(factor)
+            if centre:
+                P = P - xp.mean(P, axis=1, keepdims=True)
+            if full:
+                var.append(weight * to_numpy(P @ xp.permute_dims(P, (0, 2, 1))))
             else:
-                P = sub.jvp_outputs(self._result.samples)
-                if centre:
-                    P = P - xp.mean(P, axis=1, keepdims=True)
-                var.append(to_numpy(xp.mean(P * P, axis=2)))
+                var.append(weight * to_numpy(xp.sum(P * P, axis=2)))
             f.append(to_numpy(sub.outputs))
+        m = self.estimator_.n_outputs_
         f = np.concatenate(f) if f else np.zeros((0, m))
-        var = np.concatenate(var) if var else np.zeros((0, m))
+        var = np.concatenate(var) if var else np.zeros((0, m, m) if full else (0, m))
         return f, var
 
-    def _logit_samples(self, X):
-        """``f(x) + J(x) z_j`` for the fit's samples: (n, m, k), host."""
-        jac = self._test_jacobian(X)
-        xp = jac.xp
-        out = []
-        for start in range(0, jac.n_obs, _PREDICT_CHUNK):
-            sub = jac.take_observations(create(xp, "arange", start, min(jac.n_obs, start + _PREDICT_CHUNK), device_=jac.device))
-            out.append(to_numpy(sub.outputs[:, :, None] + sub.jvp_outputs(self._result.samples)))
+    def _logit_samples(self, X, n_samples=None, random_state=None):
+        """``f(x) + J(x) z_j`` (n, m, k), host: the fit's samples, or ``n_samples`` new draws."""
+        if n_samples is None:
+            Z = self._posterior.samples
+        else:
+            check_scalar(n_samples, "n_samples", Integral, min_val=1)
+            Z = self._posterior.sample(n_samples, check_random_state(random_state))
+        out = [to_numpy(sub.outputs[:, :, None] + sub.jvp_outputs(Z)) for sub in self._observation_blocks(X)]
         return np.concatenate(out)
 
     def sample_posterior(self, n_samples=1, random_state=None):
@@ -262,9 +297,9 @@ class _LinearisedLaplaceBase(BaseEstimator):
 
         The posterior is centred at the network's fitted weights (the MAP
         the network is linearised at), in the parameter order of
-        :func:`bayeslin._mlp_jacobian.flatten_params`:
+        :func:`bayeslin.operators.mlp_jacobian.flatten_params`:
         ``coefs_[0].ravel(), intercepts_[0], coefs_[1].ravel(), ...``.
-        Use :func:`bayeslin._mlp_jacobian.unflatten_params` to split a draw
+        Use :func:`bayeslin.operators.mlp_jacobian.unflatten_params` to split a draw
         into layers.
 
         Parameters
@@ -276,34 +311,14 @@ class _LinearisedLaplaceBase(BaseEstimator):
         -------
         weights : ndarray of shape (n_samples, n_params)
             ``w_MAP + z`` with ``z ~ N(0, H^-1)``: exact for
-            ``solver_='exact'``; the iterative solvers solve a fresh block of
-            sample-then-optimise problems on the training Jacobian.
+            ``solver_='exact'`` (from the factorisation, also after
+            unpickling); the iterative solvers solve fresh
+            sample-then-optimise problems on the training Jacobian, 256 at
+            a time.
         """
         check_is_fitted(self)
         check_scalar(n_samples, "n_samples", Integral, min_val=1)
-        rng = check_random_state(random_state)
-        res = self._result
-        system = res.system
-        xp = system.xp
-        if res.dense is not None:
-            from ._backend import standard_normal
-
-            noise = standard_normal(rng, (self.n_params_, n_samples), xp, system.dtype, system.features.device)
-            z = res.dense.cov_factor(system.alpha, system.prior) @ noise
-        else:
-            draws = SampleDraws(system, n_samples, rng)
-            rhs = draws.rhs(system.alpha, system.prior)
-            options = self._solver_options(self.solver_)
-            if self.solver_ == "sgd":
-                options["random_state"] = rng
-            out = SOLVERS[self.solver_](system, rhs, system.prior_solve(rhs), **options)
-            if not out.converged:
-                warnings.warn(
-                    f"solver={self.solver_!r} stopped short while drawing posterior samples "
-                    f"(relative residual {float(np.max(out.residual_norms)):.2e}); increase solver_max_iter.",
-                    ConvergenceWarning,
-                )
-            z = out.solution
+        z = self._posterior.sample(n_samples, check_random_state(random_state))
         return flatten_params(self.estimator_)[None, :] + to_numpy(z).T
 
 
@@ -394,6 +409,9 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         Zero-mean posterior draws (perturbations of the network's weights).
     prior_scale_ : ndarray of shape (n_params,) or None
         The g-prior's per-parameter scale.
+    last_solve_ : dict or None
+        The last iterative solve of the fit: ``{'n_iter', 'residual'}``
+        (its iterations and largest relative residual); None for 'exact'.
     n_features_in_ : int
     feature_names_in_ : ndarray
 
@@ -457,6 +475,7 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         return MLPClassifier
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @keeps_state_on_failure
     def fit(self, X, y):
         """Fit the network (unless frozen) and its linearised Laplace posterior.
 
@@ -492,7 +511,7 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         if np.any(y_idx >= len(self.classes_)) or np.any(self.classes_[np.minimum(y_idx, len(self.classes_) - 1)] != y):
             raise ValueError("y contains labels the (frozen) network was not fitted on.")
 
-        to_dev = _device_namespace(self.device)
+        to_dev = device_mover(self.device)
         jac = MLPJacobian(net, to_dev(X))
         xp = jac.xp
         f = jac.outputs
@@ -506,24 +525,69 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         rhs = features.rmatmat(features.matmat(w[:, None])) - jac.vjp_outputs(g[:, :, None])
 
         self._run_evidence(
-            jac, features, lambda alpha: rhs, tune_alpha=False, alpha_init=1.0, targets=None, rng=rng
+            jac,
+            features,
+            mean_rhs=lambda alpha: rhs,
+            targets=None,
+            tune_alpha=False,
+            alpha_init=1.0,
+            log_likelihood=lambda alpha, ll=_log_likelihood(to_numpy(f), y_idx): ll,
+            rng=rng,
         )
         return self
 
-    def predict_proba(self, X):
+    def predict_logits(self, X, return_cov=False):
+        """Mean and covariance of the linearised network's logits under the posterior.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        return_cov : bool, default=False
+            Also return the covariance of the logits over the outputs,
+            ``J(x) H^-1 J(x)^T`` per observation (not centred over the
+            classes): exact for ``solver_='exact'``, the Monte Carlo estimate
+            from ``posterior_samples_`` otherwise.
+
+        Returns
+        -------
+        mean : ndarray of shape (n_samples, n_outputs)
+            The network's logits ``f(x)`` (one column for sklearn's binary
+            network, one per class otherwise).
+        cov : ndarray of shape (n_samples, n_outputs, n_outputs)
+            Only if ``return_cov``.
+        """
+        X = self._check_X(X)
+        f, cov = self._output_moments(X, full=True)
+        return (f, cov) if return_cov else f
+
+    def predict_proba(self, X, link=None, n_samples=None, random_state=None):
         """Class probabilities integrated over the linearised posterior.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        link : {'probit', 'mc'}, default=None
+            How the logits' Gaussian is integrated; None uses the
+            estimator's ``link``. Switching needs no refit.
+        n_samples : int, default=None
+            Draws of the ``'mc'`` link: None uses the fit's
+            ``posterior_samples_``; a number draws that many afresh (exact
+            from the factorisation for ``solver_='exact'``, new solves on the
+            training Jacobian otherwise). The Monte Carlo error of a
+            probability is at most ``0.5 / sqrt(n_samples)``.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the fresh draws of ``'mc'``.
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
         X = self._check_X(X)
-        if self.link == "mc":
-            logits = self._logit_samples(X)
+        link = self.link if link is None else link
+        if link not in ("probit", "mc"):
+            raise ValueError(f"link must be 'probit' or 'mc', got {link!r}.")
+        if link == "mc":
+            logits = self._logit_samples(X, n_samples, random_state)
             if logits.shape[1] == 1:
                 p1 = np.mean(_sigmoid(logits[:, 0, :]), axis=1)
                 return np.stack([1 - p1, p1], axis=1)
@@ -604,6 +668,8 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
     posterior_samples_ : ndarray of shape (n_samples, n_params)
         Zero-mean posterior draws (perturbations of the network's weights).
     prior_scale_ : ndarray of shape (n_params,) or None
+    last_solve_ : dict or None
+        As in :class:`LinearisedLaplaceClassifier`.
     n_features_in_ : int
     feature_names_in_ : ndarray
 
@@ -675,6 +741,7 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         return MLPRegressor
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @keeps_state_on_failure
     def fit(self, X, y):
         """Fit the network (unless frozen) and its linearised Laplace posterior.
 
@@ -691,7 +758,7 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         rng = check_random_state(self.random_state)
         net = self._fit_network(X, y, rng)
         self.estimator_ = net
-        to_dev = _device_namespace(self.device)
+        to_dev = device_mover(self.device)
         jac = MLPJacobian(net, to_dev(X))
         xp = jac.xp
         f = jac.outputs
@@ -700,20 +767,31 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         w = xp.asarray(to_dev(flatten_params(net)), dtype=jac.dtype)
         # Tangent-model targets y - f(w) + J w: their least-squares mode is exact.
         targets = xp.reshape(Y - f, (-1,)) + jac.matmat(w[:, None])[:, 0]
-        b = jac.rmatmat(targets[:, None])
         resid = float(to_numpy(xp.mean((Y - f) ** 2)))
         if isinstance(self.noise_precision, str):
             alpha_init = 1.0 / (resid + np.finfo(np.float64).eps) if self.alpha_init is None else self.alpha_init
             tune_alpha = True
         else:
             alpha_init, tune_alpha = float(self.noise_precision), False
+        n_values = n * m
+
+        def log_likelihood(alpha):
+            return 0.5 * n_values * np.log(alpha / (2 * np.pi)) - 0.5 * alpha * resid * n_values
+
         result = self._run_evidence(
-            jac, jac, lambda alpha: alpha * b, tune_alpha=tune_alpha, alpha_init=alpha_init, targets=targets, rng=rng
+            jac,
+            jac,
+            mean_rhs=None,
+            targets=targets,
+            tune_alpha=tune_alpha,
+            alpha_init=alpha_init,
+            log_likelihood=log_likelihood,
+            rng=rng,
         )
         self.alpha_ = float(result.alpha)
         return self
 
-    def predict(self, X, return_std=False):
+    def predict(self, X, return_std=False, include_noise=True):
         """Predict with the network, optionally with the predictive standard deviation.
 
         Parameters
@@ -721,9 +799,13 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         X : array-like of shape (n_samples, n_features)
         return_std : bool, default=False
             Also return the predictive standard deviation: the spread of the
-            linearised network under the posterior plus the noise
-            ``1 / alpha_``. Exact for ``solver_='exact'``, the Monte Carlo
-            estimate from ``posterior_samples_`` otherwise.
+            linearised network under the posterior plus, with
+            ``include_noise``, the noise ``1 / alpha_``. Exact for
+            ``solver_='exact'``, the Monte Carlo estimate from
+            ``posterior_samples_`` otherwise.
+        include_noise : bool, default=True
+            Include the observation noise; False gives the function-space
+            standard deviation of ``f(x)`` alone.
 
         Returns
         -------
@@ -737,7 +819,7 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         if not return_std:
             return y_mean
         _, var = self._output_moments(X)
-        std = np.sqrt(np.maximum(var, 0.0) + 1.0 / self.alpha_)
+        std = np.sqrt(np.maximum(var, 0.0) + (1.0 / self.alpha_ if include_noise else 0.0))
         return y_mean, std.reshape(y_mean.shape)
 
 
@@ -751,14 +833,11 @@ def _softmax(z, axis):
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
-class _VerboseCallback:
-    """Progress of a ``verbose=True`` fit, as BayesianLinearRegressor's (tqdm when installed)."""
-
-    def __init__(self, solver):
-        from ._progress import EvidenceProgress
-
-        self.progress = EvidenceProgress(solver)
-
-    def __call__(self, it, alpha, lambdas, gammas, res):
-        lam = lambdas[0] if len(lambdas) == 1 else lambdas
-        self.progress(it, alpha, lam, float(np.sum(gammas)), res)
+def _log_likelihood(logits, y_idx):
+    """``log p(y | f)`` summed, from the logits (one column: logistic; several: softmax)."""
+    if logits.shape[1] == 1:
+        z = logits[:, 0] * np.where(y_idx == 1, 1.0, -1.0)
+        return float(-np.sum(np.logaddexp(0.0, -z)))
+    shifted = logits - np.max(logits, axis=1, keepdims=True)
+    log_p = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+    return float(np.sum(log_p[np.arange(len(y_idx)), y_idx]))

@@ -1,13 +1,10 @@
 """BayesianLinearRegressor: BayesianRidge's model, solved at scale."""
 
 import time
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -26,18 +23,31 @@ from ._backend import (
     standard_normal,
 )
 from ._progress import EvidenceProgress
-from ._validation import check_device_array, check_device_vector
-from .evidence import SampleDraws, fit_evidence
+from ._validation import (
+    Placement,
+    as_array,
+    check_device_array,
+    check_device_vector,
+    check_same_placement,
+    is_host_input,
+    keeps_state_on_failure,
+    matrix_device,
+)
+from .evidence import fit_evidence, warn_if_unconverged
 from .operators import CenteredFeatures, as_features, is_feature_protocol
-from .solvers import SOLVERS, exact_factorization, solver_options
+from .solvers import logdet_slq, solver_options
 
 __all__ = ["BayesianLinearRegressor"]
 
 # Beyond this many rows of the smaller side the exact solver's cubic
 # factorisation stops paying for itself on a CPU (see asv_bench/); a GPU's
-# dense factorisations are fast enough to double it (DESIGN.md section 3).
+# dense factorisations are fast enough to double it (see the design page of the docs).
 _EXACT_MAX_SIDE = 8192
 _EXACT_MAX_SIDE_DEVICE = 16384
+
+# Largest d for which sigma_ (a dense d x d matrix) is formed on access:
+# 4096 features make 128 MiB in float64.
+_SIGMA_MAX_FEATURES = 4096
 
 
 class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
@@ -78,10 +88,14 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         Record the log evidence at every iteration in ``scores_`` (exact for
         ``solver='exact'``, a stochastic Lanczos estimate otherwise).
     fit_intercept : bool, default=True
-        Fit an intercept (centring is implicit for sparse ``X``).
+        Fit an intercept (centring is implicit: ``X`` is not copied for it).
     copy_X : bool, default=True
-        Kept for compatibility with BayesianRidge: centring is implicit, so
-        ``X`` is never copied for it nor overwritten, whatever the value.
+        Centring is implicit, so ``X`` is never overwritten. Where the fitted
+        posterior keeps the training features (the iterative solvers, to draw
+        new samples, and the exact solver when ``n < d``), it keeps a copy of
+        ``X`` when True, so that changing ``X`` after the fit changes no
+        later draw; when False it keeps ``X`` itself (no extra memory; do not
+        modify it). Feature operators are never copied.
     verbose : bool, default=False
         Print the evidence iterations.
     solver : {'auto', 'exact', 'cg', 'sgd'}, default='auto'
@@ -127,7 +141,8 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
     coef_ : ndarray of shape (n_features,)
         Posterior mean of the weights.
     intercept_ : float
-        Intercept (0 when ``fit_intercept=False``).
+        Intercept (0 when ``fit_intercept=False``); a NumPy scalar of the
+        input's float dtype for NumPy input.
     alpha_ : float
         Estimated noise precision.
     lambda_ : float
@@ -144,6 +159,14 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         Weighted mean of the training features subtracted before fitting.
     posterior_samples_ : ndarray of shape (n_samples, n_features) or None
         Zero-mean posterior draws from the fit (iterative solvers).
+    sigma_ : ndarray of shape (n_features, n_features)
+        Posterior covariance of the weights, as BayesianRidge's. Not stored:
+        it is formed on each access from an exact factorisation at the
+        fitted ``alpha_`` and ``lambda_`` (every solver), and only for
+        ``n_features`` up to 4096, since a dense ``d x d`` matrix is what the
+        solvers avoid. Above that, accessing it raises an AttributeError
+        naming the alternatives: :meth:`sample_posterior` for draws and
+        ``predict(X, return_std=True)`` for predictive variances.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
 
@@ -254,7 +277,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         if is_feature_protocol(X):
             validate_data(self, X, reset=reset, skip_check_array=True)
             features = as_features(X)
-            placement = _Placement(features.xp, features.device)
+            placement = Placement(features.xp, features.device)
             if not reset:
                 self._check_same_placement(placement)
             return features, placement
@@ -264,20 +287,20 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             target_xp, target_device = self._placement.xp, self._placement.device
         else:
             target_xp, target_device = None, None
-        if _is_host_input(X):
+        if is_host_input(X):
             on_host = target_xp is None or is_numpy_namespace(target_xp)
             X = validate_data(
-                self,
-                X,
-                reset=reset,
-                accept_sparse=["csr", "csc", "coo"],
-                dtype=np.float64 if on_host or not keeps_float32(target_xp, target_device) else [np.float64, np.float32],
+                self, X, reset=reset, accept_sparse=["csr", "csc", "coo"], dtype=[np.float64, np.float32]
             )
-            placement = _Placement(get_namespace(X), "cpu")
+            # Outputs keep the input's float dtype (as BayesianRidge's); the
+            # host computes in float64, which the evidence loop needs.
+            placement = Placement(get_namespace(X), "cpu", X.dtype)
+            if X.dtype != np.float64 and (on_host or not keeps_float32(target_xp, target_device)):
+                X = X.astype(np.float64)
         else:
             validate_data(self, X, reset=reset, skip_check_array=True)
             xp = get_namespace(X.data if is_sparse(X) else X)
-            placement = _Placement(xp, _matrix_device(X))
+            placement = Placement(xp, matrix_device(X), (X.data if is_sparse(X) else X).dtype)
             X = check_device_array(X, keep_float32=keeps_float32(xp, placement.device))
         if not reset:
             self._check_same_placement(placement)
@@ -289,28 +312,24 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
     def _check_same_placement(self, placement):
         """Predictions take input from where the fit's came from (scikit-learn's array API rule)."""
-        fitted = self._input_placement
-        same = fitted.xp.__name__ == placement.xp.__name__ and (
-            is_numpy_namespace(fitted.xp) or str(fitted.device) == str(placement.device)
-        )
-        if not same:
-            raise ValueError(
-                f"Inputs passed to {type(self).__name__}.predict() must use the same namespace and the same "
-                f"device as those passed to fit(): fit got {fitted.xp.__name__} arrays on {fitted.device}, "
-                f"this call {placement.xp.__name__} on {placement.device}. Move the input, or set "
-                f"device='cuda' to fit NumPy input on a GPU."
-            )
+        check_same_placement(self._input_placement, placement, type(self).__name__)
 
     def _validate_fit_data(self, X, y, sample_weight):
         X, placement = self._validate_X(X, reset=True)
+        n, d = X.shape
+        if self.copy_X and not is_feature_protocol(X):
+            xp = get_namespace(X.data if is_sparse(X) else X)
+            if self._choose_solver(n, d, xp) != "exact" or d > n:
+                # The posterior keeps these features after the fit.
+                X = X.copy() if is_sparse(X) else xp.asarray(X, copy=True)
         features = as_features(X)
         xp, dev, dtype = features.xp, features.device, features.dtype
         n = features.shape[0]
-        y = check_device_vector(asarray_on(_as_array(y), xp, dev), xp, dtype, name="y", n=n)
+        y = check_device_vector(asarray_on(as_array(y), xp, dev), xp, dtype, name="y", n=n)
         if sample_weight is not None:
             if isinstance(sample_weight, Real):
                 sample_weight = np.full(n, float(sample_weight))
-            w = asarray_on(_as_array(sample_weight), xp, dev)
+            w = asarray_on(as_array(sample_weight), xp, dev)
             w = check_device_vector(w, xp, dtype, name="sample_weight", n=n)
             if bool(xp.any(w < 0)):
                 raise ValueError("Negative values in data passed to `sample_weight`")
@@ -320,6 +339,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         return features, y, sample_weight, placement
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @keeps_state_on_failure
     def fit(self, X, y, sample_weight=None):
         """Fit the model: posterior mean, samples and evidence-optimal hyperparameters.
 
@@ -346,7 +366,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             return self._fit(features, y, weights, placement)
         except Exception as exc:
             if is_out_of_memory(exc):
-                raise MemoryError(self._memory_advice(features)) from exc
+                raise MemoryError(self._memory_advice(features.shape, features.xp, features.dtype)) from exc
             raise
 
     def _fit(self, features, y, weights, placement):
@@ -379,17 +399,17 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         if self.warm_start and hasattr(self, "coef_") and self.coef_.shape == (d,) and self.solver_ == solver:
             alpha_init, lambda_init = self.alpha_, self.lambda_
-            samples = self.posterior_samples_
-            if samples is not None and samples.shape[0] != self.n_samples:
+            # The computed iterates, not the outputs (which may be rounded to float32).
+            samples = self._posterior.samples
+            if samples is not None and samples.shape[1] != self.n_samples:
                 samples = None
             warm = (
-                asarray_on(self.coef_, xp, dev, dtype),
-                None if samples is None else asarray_on(samples, xp, dev, dtype).T,
+                asarray_on(self._coef, xp, dev, dtype),
+                None if samples is None else asarray_on(samples, xp, dev, dtype),
             )
 
         logdet = None
         if self.compute_score and solver != "exact":
-            from ._logdet import logdet_slq
 
             def logdet(system):
                 return logdet_slq(system, random_state=rng)
@@ -416,21 +436,9 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             callback=callback,
         )
 
-        last = result.solver_results[-1]
-        if not last.converged:
-            warnings.warn(
-                f"solver={solver!r} stopped after {last.n_iter} iterations with relative residual "
-                f"{float(np.max(last.residual_norms)):.2e} above solver_tol={options['tol']:g}; "
-                f"increase solver_max_iter, loosen solver_tol, or use solver='exact' if the problem "
-                f"is small enough.",
-                ConvergenceWarning,
-            )
-        if not result.converged and self.max_iter > 1:
-            warnings.warn(
-                f"The evidence updates of alpha_ and lambda_ did not converge within "
-                f"max_iter={self.max_iter} iterations (tol={self.tol:g}); increase max_iter.",
-                ConvergenceWarning,
-            )
+        warn_if_unconverged(
+            result, solver=solver, solver_tol=options.get("tol", 0.0), max_iter=self.max_iter, tol=self.tol
+        )
 
         out = placement.to_output
         self.solver_ = solver
@@ -442,23 +450,25 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         if self.compute_score:
             self.scores_ = np.asarray(result.scores)
         self.X_offset_ = out(X_offset)
-        self.intercept_ = y_offset - scalar(xp.sum(X_offset * result.coef)) if self.fit_intercept else 0.0
+        self._intercept = y_offset - scalar(xp.sum(X_offset * result.coef)) if self.fit_intercept else 0.0
+        self.intercept_ = placement.to_output_scalar(self._intercept)
         self.posterior_samples_ = None if result.samples is None else out(result.samples.T)
         # The posterior stays where it was computed; predictions move their input there.
-        self._posterior_system = result.system
+        self._posterior = result.posterior
+        self._posterior.drop_data()
         self._coef = result.coef
         self._X_offset = X_offset
-        self._posterior_samples = result.samples
-        self._placement = _Placement(xp, dev)
+        self._n_fit_rows = n
+        self._placement = Placement(xp, dev)
         self._input_placement = placement
         self.fit_time_ = time.perf_counter() - start
         return self
 
-    def _memory_advice(self, features):
-        n, d = features.shape
+    def _memory_advice(self, shape, xp, dtype):
+        n, d = shape
         k = self.n_samples + 1
-        solver = self._choose_solver(n, d, features.xp)
-        itemsize = features.xp.finfo(features.dtype).bits // 8
+        solver = self._choose_solver(n, d, xp)
+        itemsize = xp.finfo(dtype).bits // 8
         gib = 2.0**30
         if solver == "exact":
             side = min(n, d)
@@ -483,12 +493,13 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         base = as_features(X)
         return base, CenteredFeatures(base, self._X_offset), placement
 
-    def _guard_memory(self, func, features):
+    def _guard_memory(self, func, n_rows):
         try:
             return func()
         except Exception as exc:
             if is_out_of_memory(exc):
-                raise MemoryError(self._memory_advice(features)) from exc
+                shape = (n_rows, self._coef.shape[0])
+                raise MemoryError(self._memory_advice(shape, self._placement.xp, self._coef.dtype)) from exc
             raise
 
     def predict(self, X, return_std=False):
@@ -514,21 +525,41 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         base, features, placement = self._test_features(X)
-        return self._guard_memory(lambda: self._predict(base, features, placement, return_std), base)
+        return self._guard_memory(lambda: self._predict(base, features, placement, return_std), base.shape[0])
 
     def _predict(self, base, features, placement, return_std):
         xp = base.xp
-        y_mean = base.matmat(self._coef[:, None])[:, 0] + self.intercept_
+        y_mean = base.matmat(self._coef[:, None])[:, 0] + self._intercept
         if not return_std:
             return placement.to_output(y_mean)
-        if self.solver_ == "exact":
-            fact = exact_factorization(self._posterior_system)
-            var = fact.inverse_quadratic_forms(self.alpha_, self.lambda_, features)
-        else:
-            P = features.matmat(self._posterior_samples)
-            var = xp.mean(P * P, axis=1)
+        var = self._posterior.variance(features)
         std = (xp.clip(var, 0.0, None) + 1.0 / self.alpha_) ** 0.5
         return placement.to_output(y_mean), placement.to_output(std)
+
+    @property
+    def sigma_(self):
+        """Posterior covariance of the weights ``(alpha X^T W X + lambda I)^-1``, shape (d, d).
+
+        BayesianRidge's attribute, formed on each access (keep a reference
+        rather than reading it in a loop) from an exact factorisation of the
+        smaller of ``X^T W X`` and ``X X^T`` at the fitted ``alpha_`` and
+        ``lambda_``, whatever the solver; exact up to rounding. Only for up to
+        4096 features: beyond that use :meth:`sample_posterior` or
+        ``predict(X, return_std=True)``.
+        """
+        check_is_fitted(self)
+        d = self._coef.shape[0]
+        if d > _SIGMA_MAX_FEATURES:
+            gib = d * d * self._placement.xp.finfo(self._coef.dtype).bits / 8 / 2.0**30
+            raise AttributeError(
+                f"sigma_ is not formed for {d} features (a dense {d} x {d} matrix, {gib:.3g} GiB; at most "
+                f"{_SIGMA_MAX_FEATURES} features): use sample_posterior(n_samples) for draws from the posterior, "
+                f"or predict(X, return_std=True) for predictive standard deviations."
+            )
+        # The exact fit answers from its factorisation; the iterative fits
+        # factorise once here, without keeping it on the model.
+        covariance = self._guard_memory(self._posterior.covariance, self._n_fit_rows)
+        return self._input_placement.to_output(covariance)
 
     def sample_posterior(self, n_samples=1, random_state=None):
         """Draw weight vectors from the posterior.
@@ -544,39 +575,16 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         coef_samples : array of shape (n_samples, n_features)
             Draws of the weights (the intercept is not included), in the
             namespace and on the device of the training input. Exact for
-            ``solver='exact'``; the iterative solvers solve a fresh block of
-            sample-then-optimise problems with the training data.
+            ``solver='exact'`` (from its factorisation, also after
+            unpickling); the iterative solvers solve fresh
+            sample-then-optimise problems with the training data, 256 at a
+            time (so their memory does not grow with ``n_samples``).
         """
         check_is_fitted(self)
         check_scalar(n_samples, "n_samples", Integral, min_val=1)
         rng = check_random_state(random_state)
-        features = self._posterior_system.features
-        draws = self._guard_memory(lambda: self._zero_mean_draws(n_samples, rng), features)
+        draws = self._guard_memory(lambda: self._posterior.sample(n_samples, rng), self._n_fit_rows)
         return self._input_placement.to_output(self._coef[None, :] + draws.T)
-
-    def _zero_mean_draws(self, n_samples, rng):
-        """Draws ``z ~ N(0, H^-1)``, shape (n_features, n_samples), on the model's device."""
-        system = self._posterior_system
-        xp = system.xp
-        if self.solver_ == "exact":
-            fact = exact_factorization(system)
-            noise = standard_normal(rng, (fact.noise_rows, n_samples), xp, system.dtype, system.features.device)
-            z = fact.sample(system.alpha, system.prior, noise)
-        else:
-            draws = SampleDraws(system, n_samples, rng)
-            rhs = draws.rhs(system.alpha, system.prior)
-            options = self._solver_options(self.solver_, system.dtype)
-            if self.solver_ == "sgd":
-                options["random_state"] = rng
-            res = SOLVERS[self.solver_](system, rhs, system.prior_solve(rhs), **options)
-            if not res.converged:
-                warnings.warn(
-                    f"solver={self.solver_!r} stopped short while drawing posterior samples "
-                    f"(relative residual {float(np.max(res.residual_norms)):.2e}); increase solver_max_iter.",
-                    ConvergenceWarning,
-                )
-            z = res.solution
-        return z
 
     def sample_y(self, X, n_samples=1, random_state=None):
         """Draw from the predictive distribution at ``X`` (noise included).
@@ -600,57 +608,9 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
         def draw():
             # Each draw keeps the fit's centring, as predict(return_std=True) does.
-            mean = base.matmat(self._coef[:, None]) + self.intercept_
-            f = mean + features.matmat(self._zero_mean_draws(n_samples, rng))
+            mean = base.matmat(self._coef[:, None]) + self._intercept
+            f = mean + features.matmat(self._posterior.sample(n_samples, rng))
             noise = standard_normal(rng, tuple(f.shape), base.xp, base.dtype, base.device)
             return placement.to_output(f + noise / self.alpha_**0.5)
 
-        return self._guard_memory(draw, base)
-
-
-class _Placement:
-    """Where arrays live: a namespace and a device; moves results there."""
-
-    def __init__(self, xp, device_):
-        self.xp = xp
-        self.device = device_
-
-    def __getstate__(self):
-        # Modules do not pickle: keep the namespace by name.
-        return {"xp": self.xp.__name__, "device": self.device}
-
-    def __setstate__(self, state):
-        import importlib
-
-        self.xp = importlib.import_module(state["xp"])
-        self.device = state["device"]
-
-    def to_output(self, a):
-        """``a`` in this namespace and on this device (a no-op when it already is)."""
-        if get_namespace(a).__name__ == self.xp.__name__ and (self.device is None or device(a) == self.device):
-            return a
-        return asarray_on(a, self.xp, self.device)
-
-
-def _is_host_input(X):
-    """NumPy, lists, pandas and scipy.sparse: what sklearn's validate_data takes as it is."""
-    if is_sparse(X):
-        return sp.issparse(X)
-    if hasattr(X, "__array_namespace__") or hasattr(X, "__cuda_array_interface__") or hasattr(X, "__dlpack__"):
-        return isinstance(X, np.ndarray)
-    return True
-
-
-def _as_array(v):
-    """Array-API arrays as they are; lists, pandas and other host containers as NumPy."""
-    if hasattr(v, "__array_namespace__") or hasattr(v, "__cuda_array_interface__"):
-        return v
-    v = np.asarray(v)
-    if v.dtype.kind not in "biuf":
-        # Object or string targets: numeric strings convert, others fail here (y_numeric).
-        v = v.astype(np.float64)
-    return v
-
-
-def _matrix_device(X):
-    return device(X.data) if is_sparse(X) else device(X)
+        return self._guard_memory(draw, base.shape[0])

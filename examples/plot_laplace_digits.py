@@ -57,7 +57,6 @@ import time
 import warnings
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
@@ -111,9 +110,8 @@ print(
     f"lambda={laplace.lambda_:.3g}, effective dim={laplace.effective_dim_:.0f} / {laplace.n_params_}, "
     f"{laplace.n_iter_} evidence steps"
 )
-# The Monte Carlo link reuses the fit's 32 posterior samples: no refit.
-laplace_mc = clone(laplace).set_params(link="mc")
-laplace_mc.__dict__.update({k: v for k, v in laplace.__dict__.items() if k.endswith("_") or k == "_result"})
+# The Monte Carlo link reuses the fit's 32 posterior samples: no refit, only
+# ``predict_proba(X, link="mc")``.
 
 # %%
 # The g-prior puts the prior on parameters normalised by their curvature, so
@@ -223,7 +221,7 @@ models = {
     "MLP": net.predict_proba,
     "last-layer Laplace": last_layer.predict_proba,
     "Laplace (probit)": laplace.predict_proba,
-    "Laplace (MC, 32)": laplace_mc.predict_proba,
+    "Laplace (MC, 32)": lambda X: laplace.predict_proba(X, link="mc"),
     "Laplace g-prior": laplace_g.predict_proba,
     "Laplace layerwise": laplace_lw.predict_proba,
 }

@@ -25,7 +25,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from test_mlp_jacobian import _network_output, fd_jacobian
 
 from bayeslin import LinearisedLaplaceClassifier, LinearisedLaplaceRegressor
-from bayeslin._mlp_jacobian import flatten_params, param_groups
+from bayeslin.operators.mlp_jacobian import flatten_params, param_groups
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -405,8 +405,8 @@ def test_fixed_layerwise_prior_and_sample_posterior_exact(multiclass):
 def test_evidence_loop_runs_on_array_api_strict(multiclass, solver):
     """The evidence loop and solvers only use the array API: same result as NumPy (as on CuPy)."""
     xs = pytest.importorskip("array_api_strict")
-    from bayeslin._laplace_evidence import fit_laplace_evidence
-    from bayeslin._mlp_jacobian import MLPJacobian
+    from bayeslin.evidence import fit_evidence
+    from bayeslin.operators.mlp_jacobian import MLPJacobian
     from bayeslin.likelihoods import SoftmaxLikelihood
 
     from bayeslin._backend import to_numpy
@@ -421,12 +421,13 @@ def test_evidence_loop_runs_on_array_api_strict(multiclass, solver):
         F = J.with_transform(lik.whitening_transform())
         w = conv(flatten_params(net))
         rhs = F.rmatmat(F.matmat(w[:, None])) - J.vjp_outputs(lik.gradient(conv(y))[:, :, None])
-        res = fit_laplace_evidence(
-            F, lambda alpha, rhs=rhs: rhs, groups=[(0, J.n_params)], lambda_init=[1.0], solver=solver,
-            n_samples=4, max_iter=5, rng=np.random.RandomState(0),
+        res = fit_evidence(
+            F, mean_rhs=lambda alpha, rhs=rhs: rhs, groups=[(0, J.n_params)], lambda_init=[1.0], alpha_init=1.0,
+            tune_alpha=False, lambda_band=(1e-8, 1e8), stop="hyperparameters", noise_estimate=False,
+            exact_samples=True, solver=solver, n_samples=4, max_iter=5, rng=np.random.RandomState(0),
             solver_options={} if solver == "exact" else {"tol": 1e-10, "max_iter": 500},
         )
-        out.append((res.lambdas, to_numpy(res.mode), to_numpy(res.samples)))
+        out.append((res.lambdas, to_numpy(res.coef), to_numpy(res.samples)))
     assert_allclose(out[1][0], out[0][0], rtol=1e-8)
     assert_allclose(out[1][1], out[0][1], rtol=1e-8, atol=1e-10)
     assert_allclose(out[1][2], out[0][2], rtol=1e-8, atol=1e-10)
@@ -455,3 +456,120 @@ def test_verbose_reports_each_evidence_step(multiclass, capsys):
     # Captured output gets plain lines: one per evidence step, one lambda per layer.
     assert len(lines) == clf.n_iter_
     assert all("cg:" in line and line.count("lambda=[") == 1 for line in lines)
+
+
+# ---------------------------------------------------------------------------
+# Public Laplace outputs against the dense GGN posterior
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["multiclass", "binary"])
+def test_predict_logits_mean_and_covariance_match_dense(case, request):
+    X, y, net, D = request.getfixturevalue(case)
+    Xq = _query(X)
+    Dq = DenseGGN(net, Xq, np.zeros(Xq.shape[0], dtype=int) + net.classes_[0])
+    lam = 0.5
+    cov = np.linalg.inv(D.precision(lam))
+    Jq = Dq.J.reshape(Dq.n, Dq.m, D.d)
+    clf = LinearisedLaplaceClassifier(FrozenEstimator(net), prior_precision=lam, solver="exact").fit(X, y)
+    mean, logit_cov = clf.predict_logits(Xq, return_cov=True)
+    assert mean.shape == (Dq.n, Dq.m) and logit_cov.shape == (Dq.n, Dq.m, Dq.m)
+    assert_allclose(mean, Dq.f, rtol=1e-10, atol=1e-12)
+    assert_allclose(logit_cov, np.einsum("nad,de,nbe->nab", Jq, cov, Jq), rtol=1e-6, atol=1e-12)
+    assert_allclose(clf.predict_logits(Xq), mean)
+
+
+def test_mc_link_draws_settable_at_prediction(multiclass):
+    X, y, net, D = multiclass
+    Xq = _query(X)
+    Dq = DenseGGN(net, Xq, np.zeros(Xq.shape[0], dtype=int) + net.classes_[0])
+    lam = 0.5
+    clf = LinearisedLaplaceClassifier(FrozenEstimator(net), prior_precision=lam, solver="exact", random_state=0).fit(X, y)
+    # link switches without a refit; n_samples draws afresh from the exact posterior.
+    k = 4000
+    proba = clf.predict_proba(Xq, link="mc", n_samples=k, random_state=3)
+    z = clf.sample_posterior(k, random_state=3) - D.w  # the same draws
+    logits = Dq.f[:, :, None] + (Dq.J @ z.T).reshape(Dq.n, Dq.m, -1)
+    ref = np.mean(_softmax_axis1(logits), axis=2)
+    assert_allclose(proba, ref, rtol=1e-6, atol=1e-9)
+    # And it integrates the dense posterior: Monte Carlo error of a mean of values in [0, 1].
+    L = np.linalg.cholesky(np.linalg.inv(D.precision(lam)))
+    zz = (L @ np.random.RandomState(11).standard_normal((D.d, 20000))).T
+    dense = np.mean(_softmax_axis1(Dq.f[:, :, None] + (Dq.J @ zz.T).reshape(Dq.n, Dq.m, -1)), axis=2)
+    assert np.max(np.abs(proba - dense)) < N_SE * 0.5 * np.sqrt(1 / k + 1 / 20000)
+    assert clf.link == "probit"
+    with pytest.raises(ValueError, match="link must be"):
+        clf.predict_proba(Xq, link="laplace")
+
+
+def _softmax_axis1(f):
+    e = np.exp(f - f.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_regressor_function_space_std_matches_dense():
+    X, y = make_regression(n_outputs=2)
+    net = fitted_regressor_net(X, y)
+    D = DenseGGN(net, X, y)
+    Xq = _query(X)
+    Dq = DenseGGN(net, Xq, np.zeros((Xq.shape[0], 2)))
+    reg = LinearisedLaplaceRegressor(FrozenEstimator(net), solver="exact", max_iter=200).fit(X, y)
+    cov = np.linalg.inv(reg.alpha_ * D.G + reg.lambda_ * np.eye(D.d))
+    var = np.einsum("ij,jk,ik->i", Dq.J, cov, Dq.J).reshape(-1, 2)
+    _, std_f = reg.predict(Xq, return_std=True, include_noise=False)
+    assert_allclose(std_f, np.sqrt(var), rtol=1e-6)
+    _, std_y = reg.predict(Xq, return_std=True)
+    assert_allclose(std_y**2, std_f**2 + 1 / reg.alpha_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["multiclass", "binary"])
+def test_classifier_log_marginal_likelihood_matches_dense(case, request):
+    X, y, net, D = request.getfixturevalue(case)
+    clf = LinearisedLaplaceClassifier(FrozenEstimator(net), solver="exact", prior_structure="layerwise").fit(X, y)
+    A = np.diag(D.precision(clf.lambda_) - D.M)
+    H = D.precision(clf.lambda_)
+    proba = net.predict_proba(X)
+    yi = np.searchsorted(net.classes_, y)
+    loglik = np.sum(np.log(proba[np.arange(len(y)), yi]))
+    ref = loglik - 0.5 * (D.w @ (A * D.w) + np.linalg.slogdet(H)[1] - np.sum(np.log(A)))
+    assert_allclose(clf.log_marginal_likelihood(), ref, rtol=1e-8)
+    # cg estimates log det H by stochastic Lanczos quadrature.
+    cg = LinearisedLaplaceClassifier(
+        FrozenEstimator(net), solver="cg", prior_structure="layerwise", prior_precision=clf.lambda_
+    ).fit(X, y)
+    assert abs(cg.log_marginal_likelihood(random_state=0) - ref) < 0.05 * D.d
+
+
+def test_regressor_log_marginal_likelihood_matches_dense():
+    X, y = make_regression()
+    net = fitted_regressor_net(X, y)
+    D = DenseGGN(net, X, y)
+    reg = LinearisedLaplaceRegressor(FrozenEstimator(net), solver="exact", max_iter=200).fit(X, y)
+    H = reg.alpha_ * D.G + reg.lambda_ * np.eye(D.d)
+    r = y - net.predict(X)
+    loglik = 0.5 * len(y) * np.log(reg.alpha_ / (2 * np.pi)) - 0.5 * reg.alpha_ * r @ r
+    ref = loglik - 0.5 * (reg.lambda_ * D.w @ D.w + np.linalg.slogdet(H)[1] - D.d * np.log(reg.lambda_))
+    assert_allclose(reg.log_marginal_likelihood(), ref, rtol=1e-8)
+
+
+def test_exact_laplace_pickle_is_sized_by_the_model():
+    # The digits MLP of the gallery example: 64-32-10, 2,410 parameters. The
+    # exact posterior keeps one d x d factor, never the Gram matrix or the data.
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:400] / 16.0, y[:400]  # the model's size, not the data's, is the point
+    net = MLPClassifier(hidden_layer_sizes=(32,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        net.fit(X, y)
+    clf = LinearisedLaplaceClassifier(FrozenEstimator(net), prior_precision=1.0, solver="exact", random_state=0).fit(X, y)
+    d = clf.n_params_
+    assert d == 2410
+    size = len(pickle.dumps(clf))
+    network = len(pickle.dumps(net))
+    assert size <= 8 * (d * d + 2 * clf.n_samples * d + 4 * d) + network + 2**16
+    loaded = pickle.loads(pickle.dumps(clf))
+    Xq = X[:5]
+    assert_allclose(loaded.predict_proba(Xq), clf.predict_proba(Xq), rtol=1e-12)
+    assert_allclose(loaded.sample_posterior(2, random_state=0), clf.sample_posterior(2, random_state=0), rtol=1e-12)

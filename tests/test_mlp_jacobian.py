@@ -16,7 +16,7 @@ from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from bayeslin._mlp_jacobian import (
+from bayeslin.operators.mlp_jacobian import (
     MLPJacobian,
     flatten_params,
     param_groups,

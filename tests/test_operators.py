@@ -187,7 +187,7 @@ def test_as_features_dispatch():
 
 def test_sparse_products_on_threads_match_serial(monkeypatch):
     # Large sparse matrices are multiplied in row blocks on a thread pool.
-    from bayeslin import operators
+    from bayeslin.operators import features as operators
 
     monkeypatch.setattr(operators, "_PARALLEL_MIN_NNZ", 0)
     monkeypatch.setattr(operators, "_n_threads", lambda: 3)

@@ -10,7 +10,7 @@ from numpy.testing import assert_allclose
 from scipy.sparse.linalg import aslinearoperator
 
 from bayeslin import BayesianLinearRegressor
-from bayeslin import operators
+from bayeslin.operators import features as operators
 from bayeslin.operators import (
     DenseFeatures,
     ImplicitFeatures,

@@ -212,11 +212,11 @@ def test_curvature_estimate_is_cached_and_from_above(name):
     Xw = X if sw is None else X * sw[:, None]
     top = np.linalg.eigvalsh(Xw.T @ Xw)[-1]
     assert top * (1 - 1e-9) <= res.info["lmax"] <= 1.05 * top
-    assert system.cache["sgd_lmax"] == res.info["lmax"]
+    assert system.statistics.gram_lmax == res.info["lmax"]
 
-    # New hyperparameters share the cache and still converge to the new solution.
+    # New hyperparameters share the statistics and still converge to the new solution.
     other = system.with_hyperparameters(alpha * 3.0, prior * 0.5)
-    assert other.cache["sgd_lmax"] == res.info["lmax"]
+    assert other.statistics.gram_lmax == res.info["lmax"]
     rhs2, x02 = _block(X, y, alpha * 3.0, prior * 0.5, sw, seed=1)
     res2 = solve_sgd(other, rhs2, x02, batch_size=batch, random_state=0)
     assert res2.converged

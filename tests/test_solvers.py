@@ -16,10 +16,13 @@ from bayeslin.solvers import (
     ExactFactorization,
     PosteriorPrecision,
     SolverResult,
-    exact_factorization,
     solve_cg,
-    solve_exact,
 )
+
+
+def solve_exact(system, R):
+    """``H^-1 R`` through the exact factorisation (what the removed ``solve_exact`` returned as ``solution``)."""
+    return ExactFactorization(system.features, system.sqrt_weights).solve(system.alpha, system.prior, R)
 
 SHAPES = {"primal": (40, 12), "dual": (12, 40)}
 
@@ -112,14 +115,12 @@ def test_posterior_precision_data_times_rows(case):
     assert_allclose(system.data_times(V), 1.3 * Phi.T @ (w[:, None] * (Phi @ V)), rtol=1e-10, atol=1e-10)
 
 
-def test_with_hyperparameters_shares_the_cache(case):
+def test_with_hyperparameters_shares_the_statistics(case):
     F, Phi, sw = case
     system = PosteriorPrecision(F, 1.0, 1.0, sw)
-    fact = exact_factorization(system)
     other = system.with_hyperparameters(3.0, 0.2)
     assert other.alpha == 3.0 and other.prior == 0.2
-    assert other.cache is system.cache
-    assert exact_factorization(other) is fact
+    assert other.statistics is system.statistics
     V = _rhs(Phi.shape[1])
     assert_allclose(other.matmat(V), _dense_H(Phi, 3.0, 0.2, sw) @ V, rtol=1e-10, atol=1e-10)
 
@@ -134,13 +135,11 @@ def test_solve_exact_matches_numpy(case, alpha, lam):
     F, Phi, sw = case
     R = _rhs(Phi.shape[1])
     H = _dense_H(Phi, alpha, lam, sw)
-    res = solve_exact(PosteriorPrecision(F, alpha, lam, sw), R)
-    assert isinstance(res, SolverResult)
-    assert res.solution.shape == R.shape
-    assert res.converged and res.n_iter == 0
+    solution = solve_exact(PosteriorPrecision(F, alpha, lam, sw), R)
+    assert solution.shape == R.shape
     # relative error of a backward-stable solve: ~ cond(H) * eps
     tol = 100 * np.linalg.cond(H) * np.finfo(float).eps
-    assert np.linalg.norm(res.solution - np.linalg.solve(H, R)) <= tol * np.linalg.norm(np.linalg.solve(H, R))
+    assert np.linalg.norm(solution - np.linalg.solve(H, R)) <= tol * np.linalg.norm(np.linalg.solve(H, R))
 
 
 def test_exact_factorization_kind(case):
@@ -196,11 +195,27 @@ def test_exact_factorization_sample(shape, weighted, gaussian_check):
     gaussian_check.draws(z.T, np.zeros(d), np.linalg.inv(_dense_H(Phi, alpha, lam, sw)))
 
 
-def test_exact_rejects_diagonal_prior(case):
+def test_exact_diagonal_prior_matches_numpy(case, gaussian_check):
+    # The same factorisation serves a per-parameter prior (two groups here).
     F, Phi, sw = case
-    prior = np.full(Phi.shape[1], 0.5)
-    with pytest.raises(NotImplementedError, match="scalar prior"):
-        solve_exact(PosteriorPrecision(F, 1.0, prior, sw), _rhs(Phi.shape[1]))
+    d = Phi.shape[1]
+    prior = np.where(np.arange(d) < d // 2, 0.5, 3.0)
+    alpha = 1.7
+    H = _dense_H(Phi, alpha, 0.0, sw) + np.diag(prior)
+    Hinv = np.linalg.inv(H)
+    fact = ExactFactorization(F, sw)
+    R = _rhs(d)
+    assert_allclose(fact.solve(alpha, prior, R), np.linalg.solve(H, R), rtol=1e-10)
+    groups = [(0, d // 2), (d // 2, d)]
+    ref = [b - a - np.sum(prior[a:b] * np.diag(Hinv)[a:b]) for a, b in groups]
+    assert_allclose(fact.effective_dims(alpha, prior, groups), ref, rtol=1e-9)
+    assert_allclose(fact.logdet(alpha, prior), np.linalg.slogdet(H)[1], rtol=1e-10)
+    C = fact.covariance_factor(alpha, prior)
+    assert_allclose(C @ C.T, Hinv, rtol=1e-9, atol=1e-12)
+    Q = np.random.RandomState(5).randn(7, d)
+    assert_allclose(fact.inverse_quadratic_forms(alpha, prior, as_features(Q)), np.einsum("ij,jk,ik->i", Q, Hinv, Q), rtol=1e-9)
+    z = fact.sample(alpha, prior, np.random.RandomState(0).standard_normal((d, 3000)))
+    gaussian_check.draws(z.T, np.zeros(d), Hinv)
 
 
 def test_exact_single_feature():
@@ -209,8 +224,8 @@ def test_exact_single_feature():
     system = PosteriorPrecision(as_features(Phi), 2.0, 0.5)
     R = rng.randn(1, 3)
     H = _dense_H(Phi, 2.0, 0.5, None)
-    assert_allclose(solve_exact(system, R).solution, np.linalg.solve(H, R), rtol=1e-12)
-    fact = exact_factorization(system)
+    assert_allclose(solve_exact(system, R), np.linalg.solve(H, R), rtol=1e-12)
+    fact = ExactFactorization(system.features)
     assert_allclose(fact.logdet(2.0, 0.5), np.log(H[0, 0]), rtol=1e-12)
     z = fact.sample(2.0, 0.5, rng.standard_normal((fact.noise_rows, 4)))
     assert z.shape == (1, 4)
@@ -230,7 +245,7 @@ def test_exact_dual_solve_is_backward_stable_at_large_alpha():
     alpha, lam = 9.5e6, 3.17
     R = alpha * Phi.T @ y[:, None]
     H = _dense_H(Phi, alpha, lam, None)
-    x = solve_exact(PosteriorPrecision(as_features(Phi), alpha, lam), R).solution
+    x = solve_exact(PosteriorPrecision(as_features(Phi), alpha, lam), R)
 
     def backward_error(v):
         return np.linalg.norm(H @ v - R) / (np.linalg.norm(H, 2) * np.linalg.norm(v) + np.linalg.norm(R))
@@ -332,6 +347,5 @@ def test_solve_cg_rejects_unknown_preconditioner(case):
 
 
 def test_solver_registry():
-    assert SOLVERS["exact"] is solve_exact
     assert SOLVERS["cg"] is solve_cg
     assert "sgd" in SOLVERS

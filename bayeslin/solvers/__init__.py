@@ -1,17 +1,20 @@
-"""Solvers for ``H X = R`` with a block of right-hand sides.
+"""Solvers for ``H X = R`` with a block of right-hand sides, and the exact factorisation.
 
-Every solver has the signature ``solve(system, rhs, x0=None, **options)``
+Every iterative solver has the signature ``solve(system, rhs, x0=None, **options)``
 where ``system`` is a :class:`PosteriorPrecision`, ``rhs`` has shape
 ``(d, k)`` and ``x0`` is an optional warm start of the same shape, and
 returns a :class:`SolverResult`. Solvers know nothing of scikit-learn.
 """
 
-from ._system import PosteriorPrecision, SolverResult
+from ._system import DataStatistics, PosteriorPrecision, SampleDraws, SolverResult
 from .cg import solve_cg
-from .exact import ExactFactorization, exact_factorization, solve_exact
+from .exact import ExactFactorization
+from .lanczos import logdet_slq
 from .sgd import solve_sgd
 
-SOLVERS = {"exact": solve_exact, "cg": solve_cg, "sgd": solve_sgd}
+# The iterative solvers. The exact route is the factorisation itself, which
+# answers more than a solve (see ExactFactorization).
+SOLVERS = {"cg": solve_cg, "sgd": solve_sgd}
 
 # Relative residual and iteration cap of the iterative solvers when the user
 # sets none. In float32 a relative residual much below 1e-4 is rounding: the
@@ -52,11 +55,12 @@ def solver_options(solver, *, tol=None, max_iter=None, batch_size=None, float32=
     return options
 
 __all__ = [
+    "DataStatistics",
     "PosteriorPrecision",
+    "SampleDraws",
     "SolverResult",
     "ExactFactorization",
-    "exact_factorization",
-    "solve_exact",
+    "logdet_slq",
     "solve_cg",
     "solve_sgd",
     "SOLVERS",

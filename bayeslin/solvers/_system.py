@@ -4,6 +4,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._backend import standard_normal
+
+
+class DataStatistics:
+    """Hyperparameter-free statistics of ``Phi^T W Phi`` that the solvers compute once per loop.
+
+    Each is ``None`` until the solver that needs it computes it.
+
+    Attributes
+    ----------
+    gram_lmax : float or None
+        Upper estimate of the largest eigenvalue of ``Phi^T W Phi`` (sgd).
+    max_row_sq_norm : float or None
+        ``max_i w_i ||phi_i||^2`` (sgd).
+    gram_diagonal : array of shape (d,) or None
+        ``diag(Phi^T W Phi)`` (cg's Jacobi preconditioner).
+    """
+
+    def __init__(self):
+        self.gram_lmax = None
+        self.max_row_sq_norm = None
+        self.gram_diagonal = None
+
 
 class PosteriorPrecision:
     """The posterior precision ``H = alpha Phi^T W Phi + A`` as an operator.
@@ -12,10 +35,10 @@ class PosteriorPrecision:
     prior precision: a scalar ``lambda`` times the identity, or a diagonal.
     ``H`` is symmetric positive definite whenever ``A`` is.
 
-    Work that does not depend on ``alpha`` or ``A`` (a Gram matrix and its
-    eigendecomposition, a spectral-norm estimate) is kept in :attr:`cache`,
-    which :meth:`with_hyperparameters` shares, so an evidence loop pays for
-    it once.
+    Statistics of the data term that do not depend on ``alpha`` or ``A``
+    (a spectral-norm estimate, the largest row norm, the diagonal) are kept
+    in :attr:`statistics`, which :meth:`with_hyperparameters` shares, so an
+    evidence loop pays for them once.
 
     Parameters
     ----------
@@ -27,16 +50,16 @@ class PosteriorPrecision:
         Prior precision ``A`` (its diagonal when an array).
     sqrt_weights : array of shape (n,), optional
         Square roots of the sample weights; ``None`` means all ones.
-    cache : dict, optional
-        Shared cache of hyperparameter-free quantities.
+    statistics : DataStatistics, optional
+        Shared hyperparameter-free statistics (new when omitted).
     """
 
-    def __init__(self, features, alpha, prior, sqrt_weights=None, cache=None):
+    def __init__(self, features, alpha, prior, sqrt_weights=None, statistics=None):
         self.features = features
         self.alpha = float(alpha)
         self.prior = prior
         self.sqrt_weights = sqrt_weights
-        self.cache = {} if cache is None else cache
+        self.statistics = DataStatistics() if statistics is None else statistics
         d = features.shape[1]
         self.shape = (d, d)
         self.dtype = features.dtype
@@ -57,8 +80,13 @@ class PosteriorPrecision:
         return np.ndim(self.prior) == 0
 
     def with_hyperparameters(self, alpha, prior):
-        """Return the same system at new ``alpha`` and ``A``, sharing the cache."""
-        return PosteriorPrecision(self.features, alpha, prior, self.sqrt_weights, self.cache)
+        """Return the same system at new ``alpha`` and ``A``, sharing the statistics."""
+        return PosteriorPrecision(self.features, alpha, prior, self.sqrt_weights, self.statistics)
+
+    @property
+    def weights(self):
+        """The sample weights ``w`` (``None``: all ones)."""
+        return None if self.sqrt_weights is None else self.sqrt_weights**2
 
     def prior_times(self, V):
         """Return ``A @ V``."""
@@ -115,3 +143,33 @@ class SolverResult:
     residual_norms: np.ndarray
     converged: bool
     info: dict = field(default_factory=dict)
+
+
+class SampleDraws:
+    """Fixed standard normal draws behind sample-then-optimise right-hand sides.
+
+    A zero-mean posterior sample is ``z = H^-1 r`` with
+    ``r = A theta_0 + Phi^T W^1/2 (sqrt(alpha) xi) ~ N(0, H)``; with
+    ``theta_0 = A^-1/2 g``, ``r = A^1/2 g + sqrt(alpha) Phi^T W^1/2 xi``.
+    ``g``, ``xi`` and ``Phi^T W^1/2 xi`` are kept, so a new ``(alpha, A)``
+    only rescales them (and ``xi`` feeds one of the estimates of gamma).
+
+    Parameters
+    ----------
+    system : PosteriorPrecision
+    n_samples : int
+    rng : numpy.random.RandomState
+    """
+
+    def __init__(self, system, n_samples, rng):
+        xp, F = system.xp, system.features
+        n, d = F.shape
+        self.prior_noise = standard_normal(rng, (d, n_samples), xp, system.dtype, F.device)
+        self.xi = standard_normal(rng, (n, n_samples), xp, system.dtype, F.device)
+        wxi = self.xi if system.sqrt_weights is None else self.xi * system.sqrt_weights[:, None]
+        self.data_noise = F.rmatmat(wxi)
+
+    def rhs(self, alpha, prior):
+        """Return the right-hand sides ``r_j`` at ``(alpha, prior)``, shape (d, k)."""
+        sqrt_prior = prior**0.5 if np.ndim(prior) == 0 else (prior**0.5)[:, None]
+        return sqrt_prior * self.prior_noise + alpha**0.5 * self.data_noise

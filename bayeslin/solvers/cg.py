@@ -80,10 +80,8 @@ def solve_cg(system, rhs, x0=None, *, tol=1e-6, max_iter=1000, preconditioner=No
 
 
 def _diagonal(system):
-    """Diagonal of ``H``: ``alpha * sum_i w_i Phi_ij^2 + A_jj`` (cached without alpha, A)."""
-    cached = system.cache.get("gram_diagonal")
-    if cached is None:
-        w = None if system.sqrt_weights is None else system.sqrt_weights**2
-        cached = system.features.col_sq_norms(w)
-        system.cache["gram_diagonal"] = cached
-    return system.alpha * cached + system.prior
+    """Diagonal of ``H``: ``alpha * sum_i w_i Phi_ij^2 + A_jj`` (its data part computed once per loop)."""
+    stats = system.statistics
+    if stats.gram_diagonal is None:
+        stats.gram_diagonal = system.features.col_sq_norms(system.weights)
+    return system.alpha * stats.gram_diagonal + system.prior

@@ -13,7 +13,7 @@ Nothing is tuned by the user:
 - The step size is ``1 / (L + L_noise)``. ``L = alpha s_max + max(A)`` is the
   largest curvature of the objective, with ``s_max`` the largest eigenvalue of
   ``Phi^T W Phi`` from a short Lanczos run (free of hyperparameters, so it is
-  kept in ``system.cache`` across an evidence loop).
+  kept in ``system.statistics`` across an evidence loop).
   ``L_noise = alpha n (n - b) / (b (n - 1)) max_i w_i ||phi_i||^2`` bounds the
   minibatch Hessian error when rows are drawn without replacement:
   ``E ||(H_b - H) v||^2 <= L_noise v^T H v``. With the full data
@@ -46,6 +46,7 @@ from sklearn.utils import check_random_state
 
 from .._backend import asarray_on, standard_normal, to_numpy
 from ._system import SolverResult
+from .lanczos import lanczos_tridiagonals
 
 __all__ = ["solve_sgd"]
 
@@ -209,43 +210,27 @@ def _gram_lmax(system, rng, like):
     duplicates converged Ritz values but does not push them out of the
     spectrum.
     """
-    cached = system.cache.get("sgd_lmax")
-    if cached is not None:
-        return cached
-    xp = system.xp
+    if system.statistics.gram_lmax is not None:
+        return system.statistics.gram_lmax
     d = system.shape[0]
-    v = standard_normal(rng, (d, 1), xp, like.dtype, system.features.device)
-    v = v / xp.linalg.vector_norm(v)
-    v_prev = xp.zeros_like(v)
-    diag, off = [], []
-    beta = 0.0
-    for _ in range(min(_LANCZOS_STEPS, d)):
-        w = _gram_times(system, v)
-        a = float(xp.sum(w * v))
-        w = w - a * v - beta * v_prev
-        beta = float(xp.linalg.vector_norm(w))
-        diag.append(a)
-        off.append(beta)
-        if beta <= 1e-12 * max(abs(x) for x in diag):
-            break  # an invariant subspace: the Ritz values are exact
-        v_prev, v = v, w / beta
-    if max(abs(x) for x in diag) == 0.0:
+    v = standard_normal(rng, (d, 1), system.xp, like.dtype, system.features.device)
+    v = v / system.xp.linalg.vector_norm(v)
+    ((diag, off),) = lanczos_tridiagonals(lambda V: _gram_times(system, V), v, min(_LANCZOS_STEPS, d))
+    if np.max(np.abs(diag)) == 0.0:
         lmax = 0.0  # Phi^T W Phi = 0: only the prior is left
     else:
-        theta, S = eigh_tridiagonal(np.asarray(diag), np.asarray(off[:-1]))
+        theta, S = eigh_tridiagonal(diag, off[:-1])
         lmax = max(float(theta[-1] + abs(off[-1] * S[-1, -1])), 0.0)
-    system.cache["sgd_lmax"] = lmax
+    system.statistics.gram_lmax = lmax
     return lmax
 
 
 def _max_weighted_row_sq_norm(system):
     """``max_i w_i ||phi_i||^2``: the largest curvature one observation adds (cached)."""
-    cached = system.cache.get("sgd_max_row_sq_norm")
-    if cached is None:
-        xp = system.xp
+    stats = system.statistics
+    if stats.max_row_sq_norm is None:
         sq = system.features.row_sq_norms()
         if system.sqrt_weights is not None:
             sq = sq * system.sqrt_weights**2
-        cached = float(xp.max(sq))
-        system.cache["sgd_max_row_sq_norm"] = cached
-    return cached
+        stats.max_row_sq_norm = float(system.xp.max(sq))
+    return stats.max_row_sq_norm

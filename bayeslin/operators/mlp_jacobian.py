@@ -34,8 +34,8 @@ namespace of ``X``, so the operator runs on NumPy and CuPy alike.
 
 import numpy as np
 
-from ._backend import asarray_on, create, device, get_namespace
-from .operators import _ArrayBacked
+from .._backend import asarray_on, create, device, get_namespace
+from .features import _ArrayBacked
 
 __all__ = ["MLPJacobian", "flatten_params", "mlp_forward", "param_groups", "unflatten_params"]
 

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
-from ._backend import asarray_on, create, device, get_namespace, is_sparse
+from .._backend import asarray_on, create, device, get_namespace, is_sparse
 
 __all__ = [
     "FeatureOperator",
@@ -43,7 +43,6 @@ __all__ = [
     "LinearOperatorFeatures",
     "ImplicitFeatures",
     "RandomFourierFeatures",
-    "MLPJacobian",
     "as_features",
     "is_feature_protocol",
 ]
@@ -242,6 +241,12 @@ class DenseFeatures(_ArrayBacked):
     def take_rows(self, rows):
         return DenseFeatures(self.xp.take(self.X, rows, axis=0))
 
+    def _batches(self):
+        # Slices are views: no row is copied.
+        n, d = self.shape
+        for start, stop in _row_batches(n, d, self.xp.finfo(self.dtype).bits // 8):
+            yield start, stop, self.X[start:stop, :]
+
     def dense(self):
         return self.X
 
@@ -404,11 +409,12 @@ class CenteredFeatures(FeatureOperator):
         The value subtracted from every row.
     """
 
-    def __init__(self, base, offset):
+    def __init__(self, base, offset, *, _centre_batches=None):
         self.base = base
         self.offset = offset
         self.shape = base.shape
         self.dtype = base.dtype
+        self._centre_batches = _centre_batches
 
     @property
     def xp(self):
@@ -418,11 +424,39 @@ class CenteredFeatures(FeatureOperator):
     def device(self):
         return self.base.device
 
+    def _products_centre_batches(self):
+        """Whether products centre each row batch first: a dense base whose offset dwarfs its spread.
+
+        ``X V - 1 (m^T V)`` loses ``log10(|m| / std)`` digits to
+        cancellation, harmless for usual data but not for an offset of 1e8
+        against a spread of 1; subtracting ``m`` from each batch costs one
+        more pass over it, so it is done only then (decided once, from one
+        pass over the rows).
+        """
+        if getattr(self, "_centre_batches", None) is None:  # absent from older pickles
+            self._centre_batches = False
+            if isinstance(self.base, DenseFeatures) and self.shape[0] > 0:
+                xp = self.xp
+                spread = super().col_sq_norms() / self.shape[0]
+                # Compared without dividing: a constant column (zero spread)
+                # centres batches too, with no overflow on the way.
+                dwarfs = self.offset * self.offset > _PRODUCT_MAX_OFFSET_RATIO**2 * spread
+                self._centre_batches = bool(xp.any(dwarfs))
+        return self._centre_batches
+
     def matmat(self, V):
+        if self._products_centre_batches():
+            parts = [B @ V for _, _, B in self._batches()]
+            return self.xp.concat(parts, axis=0) if parts else self._zeros((0, V.shape[1]))
         return self.base.matmat(V) - (self.offset @ V)[None, :]
 
     def rmatmat(self, U):
         xp = self.xp
+        if self._products_centre_batches():
+            out = self._zeros((self.shape[1], U.shape[1]))
+            for start, stop, B in self._batches():
+                out = out + B.T @ U[start:stop, :]
+            return out
         return self.base.rmatmat(U) - self.offset[:, None] * xp.sum(U, axis=0)[None, :]
 
     def gram_times(self, V, weights=None):
@@ -445,44 +479,153 @@ class CenteredFeatures(FeatureOperator):
         )
 
     def take_rows(self, rows):
-        return CenteredFeatures(self.base.take_rows(rows), self.offset)
+        return CenteredFeatures(self.base.take_rows(rows), self.offset, _centre_batches=self._products_centre_batches())
 
     def dense(self):
         return self.base.dense() - self.offset[None, :]
 
+    def _batches(self):
+        # Each row batch is centred before any product is formed: expanding
+        # (X - 1 m^T)^T (X - 1 m^T) instead cancels catastrophically when the
+        # offset is large against the spread (N m m^T ~ X^T X).
+        for start, stop, B in self.base._batches():
+            yield start, stop, B - self.offset[None, :]
+
+    def _expands(self):
+        """Whether statistics are expanded around the uncentred base (sparse ``X``: centring would densify it)."""
+        return isinstance(self.base, SparseFeatures)
+
     def row_sq_norms(self):
+        if not self._expands():
+            try:
+                return super().row_sq_norms()
+            except NotImplementedError:
+                pass  # no row batches: expand around the base's own statistics
         xp = self.xp
         cross = self.base.matmat(self.offset[:, None])[:, 0]
         return self.base.row_sq_norms() - 2 * cross + xp.sum(self.offset * self.offset)
 
     def col_sq_norms(self, weights=None):
+        if not self._expands():
+            try:
+                return super().col_sq_norms(weights)
+            except NotImplementedError:
+                pass  # no row batches: expand around the base's own statistics
+        if self._expands():
+            return self._sparse_centred_col_sq_norms(weights)
         xp = self.xp
         w = self._ones(self.shape[0]) if weights is None else weights
         m = self.offset
         s = self.base.rmatmat(w[:, None])[:, 0]
         return self.base.col_sq_norms(weights) - 2 * m * s + xp.sum(w) * m * m
 
+    def _sparse_centred_col_sq_norms(self, weights=None):
+        """``sum_i w_i (x_ij - m_j)^2`` of a sparse base as a sum of non-negative terms (no cancellation).
+
+        Over the stored entries ``w_i (x_ij - m_j)^2``, plus ``m_j^2`` times
+        the weight of the rows where column ``j`` is zero: one pass over the
+        non-zeros.
+        """
+        xp = self.xp
+        X = self.base.X
+        w = self._ones(self.shape[0]) if weights is None else weights
+        m_nz = self.offset[X.indices]
+        P = X.copy()
+        P.data = (X.data - m_nz) ** 2
+        stored = self.base._vector(P.T @ w)
+        P.data = xp.ones_like(P.data)
+        stored_weight = self.base._vector(P.T @ w)
+        return stored + self.offset * self.offset * xp.clip(xp.sum(w) - stored_weight, 0.0, None)
+
     def gram(self, sqrt_weights=None):
-        # sum_i w_i (x_i - m)(x_i - m)^T expanded so the base stays uncentred.
+        # Centred batches when the base has them; without row batches the
+        # default forms Phi from products with identity columns, which centre
+        # exactly too (each entry is x_ij - m_j).
+        if not self._expands():
+            return super().gram(sqrt_weights)
+        # Sparse: sum_i w_i (x_i - m)(x_i - m)^T expanded so X stays sparse.
         xp = self.xp
         n = self.shape[0]
         w = self._ones(n) if sqrt_weights is None else sqrt_weights**2
         G = self.base.gram(sqrt_weights)
         s = self.base.rmatmat(w[:, None])[:, 0]
         m = self.offset
-        return G - s[:, None] * m[None, :] - m[:, None] * s[None, :] + xp.sum(w) * (m[:, None] * m[None, :])
+        total = xp.sum(w)
+        G = G - s[:, None] * m[None, :] - m[:, None] * s[None, :] + total * (m[:, None] * m[None, :])
+        spread = self._sparse_centred_col_sq_norms(w)
+        varies = spread > 0
+        # A constant column is exactly zero once centred: drop the rounding
+        # residue the expansion leaves there; elsewhere measure what is lost.
+        G = G * xp.astype(varies, G.dtype)[:, None] * xp.astype(varies, G.dtype)[None, :]
+        self._check_cancellation(xp.where(varies, total * m * m, 0.0), xp.where(varies, spread, 1.0))
+        return G
 
     def _ones(self, n):
         return create(self.xp, "ones", n, dtype=self.dtype, device_=self.device)
 
     def kernel(self, sqrt_weights=None):
+        if not self._expands():
+            return self._centred_kernel(sqrt_weights)
         xp = self.xp
         K = self.base.kernel()
         u = self.base.matmat(self.offset[:, None])[:, 0]
         K = K - u[:, None] - u[None, :] + xp.sum(self.offset * self.offset)
+        # The mean squared norm of the centred rows, computed without cancellation.
+        spread = xp.sum(self._sparse_centred_col_sq_norms()) / self.shape[0]
+        if float(spread) == 0.0:
+            K = K * 0.0  # every centred row is zero
+        else:
+            self._check_cancellation(xp.sum(self.offset * self.offset), spread)
         if sqrt_weights is not None:
             K = K * sqrt_weights[:, None] * sqrt_weights[None, :]
         return K
+
+    def _centred_kernel(self, sqrt_weights):
+        # Both factors centred batch by batch: centring only one side (the
+        # default's Phi @ B^T) still leaves an error of eps * |m| * |B| in
+        # every entry, enough to move alpha_ when the noise is small.
+        xp = self.xp
+        try:
+            # A @ A.T on the diagonal: NumPy takes the symmetric product (syrk) there.
+            blocks = []
+            for a, _, A in self._batches():
+                row = [A @ A.T if b == a else A @ (B - self.offset[None, :]).T for b, _, B in self.base._batches()]
+                blocks.append(xp.concat(row, axis=1))
+        except NotImplementedError:
+            return super().kernel(sqrt_weights)
+        K = xp.concat(blocks, axis=0) if blocks else self._zeros((0, 0))
+        if sqrt_weights is not None:
+            K = K * sqrt_weights[:, None] * sqrt_weights[None, :]
+        return K
+
+    def _check_cancellation(self, uncentred, centred):
+        """Refuse an expanded (sparse) Gram or kernel that lost most of its digits to the offset.
+
+        An entry of the expansion carries a rounding error of about
+        ``eps * N m^2`` (``eps * ||m||^2`` for the kernel) against the
+        centred sum of squares (computed without cancellation): their ratio
+        says how many digits are left.
+        """
+        xp = self.xp
+        eps = float(xp.finfo(self.dtype).eps)
+        lost = float(xp.max(uncentred / xp.clip(centred, float(xp.finfo(self.dtype).smallest_normal), None)))
+        if eps * lost > _CENTRING_MAX_ERROR:
+            raise ValueError(
+                f"The features' means are too large against their spread to centre a sparse matrix "
+                f"implicitly: the centred Gram/kernel would keep only about {max(0.0, -np.log10(eps * lost)):.0f} "
+                f"significant digits (sum of squares of the offset {lost:.3g} times the centred one). "
+                f"Use solver='cg', which centres each product, or centre X yourself (this densifies it) "
+                f"and fit again."
+            )
+
+
+# Offset-to-spread ratio of a dense column above which products centre each
+# row batch (about 4 of 16 digits would otherwise cancel).
+_PRODUCT_MAX_OFFSET_RATIO = 1e4
+
+# Relative error of an implicitly centred sparse Gram matrix above which the
+# exact solver refuses it (about 8 significant digits left).
+_CENTRING_MAX_ERROR = 1e-8
 
 
 class LinearOperatorFeatures(FeatureOperator):
@@ -696,7 +839,3 @@ def is_feature_protocol(X):
         hasattr(X, "matmat") and hasattr(X, "rmatmat") and hasattr(X, "shape") and not hasattr(X, "__array_namespace__")
     )
 
-
-# The MLP Jacobian is a feature operator too (DESIGN.md section 5); it lives
-# in its own module and is imported last, as it subclasses FeatureOperator.
-from ._mlp_jacobian import MLPJacobian  # noqa: E402
