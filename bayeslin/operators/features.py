@@ -250,20 +250,21 @@ class DenseFeatures(_ArrayBacked):
     def dense(self):
         return self.X
 
-    def row_sq_norms(self):
-        return self.xp.sum(self.X * self.X, axis=1)
-
-    def col_sq_norms(self, weights=None):
-        sq = self.X * self.X
-        return self.xp.sum(sq if weights is None else sq * weights[:, None], axis=0)
+    # row_sq_norms and col_sq_norms stream row batches (the base class's): an
+    # elementwise X * X would hold a second copy of X, which on a GPU was the
+    # peak of an sgd fit (15 GiB over a 1,000,000 x 4,096 float32 X).
 
     def gram(self, sqrt_weights=None):
-        X = self.X if sqrt_weights is None else self.X * sqrt_weights[:, None]
-        return X.T @ X
+        if sqrt_weights is not None:
+            # Weighted rows batch by batch rather than a weighted copy of X.
+            return super().gram(sqrt_weights)
+        return self.X.T @ self.X
 
     def kernel(self, sqrt_weights=None):
-        X = self.X if sqrt_weights is None else self.X * sqrt_weights[:, None]
-        return X @ X.T
+        K = self.X @ self.X.T
+        if sqrt_weights is not None:
+            K = K * sqrt_weights[:, None] * sqrt_weights[None, :]
+        return K
 
 
 class SparseFeatures(FeatureOperator):
