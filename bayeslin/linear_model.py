@@ -12,6 +12,7 @@ from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _dask
 from ._backend import (
     asarray_on,
     create,
@@ -24,6 +25,7 @@ from ._backend import (
     resolve_device,
     scalar,
     standard_normal,
+    to_numpy,
 )
 from ._progress import EvidenceProgress
 from ._validation import check_device_array, check_device_vector
@@ -341,7 +343,15 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         self : object
             Fitted estimator.
         """
-        features, y, weights, placement = self._validate_fit_data(X, y, sample_weight)
+        # --- Dask input (bayeslin/_dask.py): checked and reduced without gathering X ---
+        dask_X = _dask.as_dask_array(X)
+        if dask_X is not None:
+            solver = _dask.check_solver(self.solver, *dask_X.shape)
+            features, y, weights = _dask.fit_inputs(solver, dask_X, y, sample_weight)
+            validate_data(self, dask_X, reset=True, skip_check_array=True)
+            placement = _Placement(get_namespace(), "cpu")
+        else:
+            features, y, weights, placement = self._validate_fit_data(X, y, sample_weight)
         try:
             return self._fit(features, y, weights, placement)
         except Exception as exc:
@@ -513,8 +523,21 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             Only if ``return_std``.
         """
         check_is_fitted(self)
+        if _dask.as_dask_array(X) is not None:  # Dask input: lazy, chunk by chunk (bayeslin/_dask.py)
+            factor = self._covariance_factor() if return_std else None
+            return _dask.predict(self, _dask.as_dask_array(X), return_std, factor)
         base, features, placement = self._test_features(X)
         return self._guard_memory(lambda: self._predict(base, features, placement, return_std), base)
+
+    def _covariance_factor(self):
+        """``C`` (d x r, on the host) with ``C C^T`` the posterior covariance of the weights."""
+        samples = self._posterior_samples
+        if self.solver_ != "exact":
+            return to_numpy(samples) / samples.shape[1] ** 0.5
+        system = self._posterior_system
+        fact = exact_factorization(system)
+        eye = create(system.xp, "eye", fact.noise_rows, dtype=system.dtype, device_=system.features.device)
+        return to_numpy(fact.sample(system.alpha, system.prior, eye))
 
     def _predict(self, base, features, placement, return_std):
         xp = base.xp
@@ -596,6 +619,10 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         check_scalar(n_samples, "n_samples", Integral, min_val=1)
         rng = check_random_state(random_state)
+        if _dask.as_dask_array(X) is not None:  # Dask input: lazy, chunk by chunk (bayeslin/_dask.py)
+            features = self._posterior_system.features
+            draws = lambda: self._guard_memory(lambda: self._zero_mean_draws(n_samples, rng), features)  # noqa: E731
+            return _dask.sample_y(self, _dask.as_dask_array(X), draws, rng)
         base, features, placement = self._test_features(X)
 
         def draw():
