@@ -508,7 +508,7 @@ def _block_first_pass(X, y, w, moments, shift):
     flags[2] = not np.all(np.isfinite(w))
     flags[3] = np.sum(w < 0)
     flags[4] = np.sum(w > 0)
-    if moments and not flags[:3].any():
+    if moments and not flags[:4].any():
         if shift is not None:
             X = X - shift[0][None, :]
             y = y - shift[1]
