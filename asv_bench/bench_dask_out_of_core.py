@@ -23,12 +23,15 @@ Usage::
 """
 
 import argparse
+import os
 import shutil
 import sys
 import threading
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PATH = "/tmp/bayeslin_out_of_core.zarr"
 
