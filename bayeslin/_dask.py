@@ -97,7 +97,10 @@ class _ClientNamespace:
 
     A 2-d array of ``n`` rows given to ``asarray`` (the posterior samples'
     data noise, drawn on the host from the fit's seed as for in-memory
-    input) is sent to the workers in ``X``'s row chunks once and kept there.
+    input, so the same seed gives the same numbers) is sent to the workers
+    in ``X``'s row chunks once and kept there. (When ``n``, or the number
+    of columns, equals ``d`` it stays on the client: correct, and sent with
+    each computation that uses it.)
     """
 
     _REDUCTIONS = frozenset({"sum", "max", "min", "mean", "prod", "all", "any", "take"})
@@ -123,7 +126,9 @@ class _ClientNamespace:
     def asarray(self, a, *args, **kwargs):
         out = self._base.asarray(a, *args, **kwargs)
         n = sum(self._row_chunks)
-        if getattr(out, "ndim", 0) == 2 and out.shape[0] == n and n != self._n_features:
+        d = self._n_features
+        # (n, k) with n != d and k != d: the data noise, never a (d, k) or (k, d) iterate.
+        if getattr(out, "ndim", 0) == 2 and out.shape[0] == n and d not in (n, out.shape[1]):
             import dask.array as da
 
             out = da.from_array(out, chunks=(self._row_chunks, -1)).persist()
