@@ -91,7 +91,7 @@ def _time_chunk_products(dask_worker=None, V=None, keys=None):
 def iteration(client, X, Xd, k, repeat):
     import dask.array as da
 
-    from bayeslin._dask import DaskFeatures
+    from bayeslin.operators_dask import DaskFeatures
 
     n, d = X.shape
     V = np.random.default_rng(1).standard_normal((d, k))
@@ -166,7 +166,7 @@ def main(argv=None):
 
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, Client(
         cluster
     ) as client:
         X, Xd = build(args.n, args.d, args.chunk_rows)

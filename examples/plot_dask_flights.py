@@ -89,7 +89,7 @@ if __name__ == "__main__":
 # with a boolean mask known on the client, so the chunk sizes stay known.
 
 if __name__ == "__main__":
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = Client(cluster)
 
     X_train, y_train = rows.data[~test], air_time.data[~test]

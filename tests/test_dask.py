@@ -23,7 +23,7 @@ distributed = pytest.importorskip("distributed")
 from sklearn.linear_model import BayesianRidge  # noqa: E402
 
 from bayeslin import BayesianLinearRegressor  # noqa: E402
-from bayeslin._dask import DaskFeatures  # noqa: E402
+from bayeslin.operators_dask import DaskFeatures  # noqa: E402
 
 pytestmark = pytest.mark.dask
 
@@ -33,7 +33,7 @@ CHUNK = 70  # rows per chunk: 3 chunks for 200 rows, the last one short
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
     )
     with distributed.Client(cluster) as c:
         yield c
