@@ -8,7 +8,8 @@ worker processes (1 thread each: the 2 cores the NumPy product's BLAS
 threads get), and times, each as the median of ``--repeat`` runs:
 
 ``numpy``
-    ``X.T @ (X @ V)`` in memory.
+    ``X.T @ (X @ V)`` in memory (BLAS threads as configured; and with one
+    BLAS thread, the share of each worker process, which Dask limits to one).
 ``dask``
     The same product as the fit computes it (``DaskFeatures.gram_times``:
     one map over the row chunks and a tree reduction of the ``d x k``
@@ -24,9 +25,10 @@ threads get), and times, each as the median of ``--repeat`` runs:
     The product on the chunks, timed inside the workers
     (``client.run``): the arithmetic, split over the 2 workers.
 
-``--solvers`` also fits ``cg`` and ``sgd`` on a smaller Dask array (same
-cluster) and on its NumPy copy, to show whether minibatches beat full passes
-on a cluster.
+``--solvers`` also fits ``exact`` and ``cg`` on a smaller Dask array (same
+cluster) and on its NumPy copy, and times one evidence step capped at 20 cg
+iterations or 200 sgd minibatch steps, to show whether minibatches beat full
+passes on a cluster.
 
 Usage::
 
@@ -103,12 +105,15 @@ def iteration(client, X, Xd, k, repeat):
         parts = Xd.map_blocks(_zeros_block, shape, new_axis=[2], chunks=((1,) * nb, (shape[0],), (shape[1],)), dtype=float)
         return parts.sum(axis=0).compute()
 
+    from threadpoolctl import threadpool_limits
+
     rows = {}
     rows["numpy: X.T @ (X @ V)"] = median_time(lambda: X.T @ (X @ V), repeat)
+    with threadpool_limits(1):
+        rows["numpy, 1 BLAS thread"] = median_time(lambda: X.T @ (X @ V), repeat)
     rows["dask: DaskFeatures.gram_times (one cg iteration)"] = median_time(lambda: F.gram_times(V), repeat)
     rows[f"empty graph, {d} x {k} blocks (scheduling + transfer)"] = median_time(lambda: empty((d, k)), repeat)
     rows["empty graph, 1 x 1 blocks (scheduling)"] = median_time(lambda: empty((1, 1)), repeat)
-    keys = [str(key) for key in da.core.flatten(Xd.__dask_keys__())]
     keys = list(da.core.flatten(Xd.__dask_keys__()))
     per_worker = []
     for _ in range(repeat):
@@ -141,17 +146,28 @@ def solvers(n, d, chunk_rows, repeat):
     y = X @ w + np.random.default_rng(2).standard_normal(n)
     yd = da.from_array(y, chunks=(chunk_rows,))
     print(f"\nFits, X {n} x {d} in {Xd.numblocks[0]} chunks (random_state=0, default tolerances):")
-    for solver in ("exact", "cg", "sgd"):
+    for solver in ("exact", "cg"):
         for name, (Xin, yin) in (("numpy", (X, y)), ("dask", (Xd, yd))):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 start = time.perf_counter()
                 reg = BayesianLinearRegressor(solver=solver, random_state=0).fit(Xin, yin)
                 seconds = time.perf_counter() - start
-            info = ""
-            if solver != "exact":
-                info = f", n_iter_={reg.n_iter_}"
-            print(f"  {solver:<5} {name:<5} {seconds:8.2f} s  alpha_={reg.alpha_:.6g} lambda_={reg.lambda_:.6g}{info}")
+            print(f"  {solver:<5} {name:<5} {seconds:8.2f} s  alpha_={reg.alpha_:.6g} lambda_={reg.lambda_:.6g}")
+    # A full sgd fit on the cluster runs for many minutes (thousands of
+    # minibatch steps, each a round trip): compare the cost of one step with
+    # one cg iteration instead, from fits capped to one evidence step.
+    steps = {"cg": 20, "sgd": 200}
+    print(f"\nOne evidence step capped at {steps['cg']} cg iterations or {steps['sgd']} sgd minibatch steps:")
+    for solver in ("cg", "sgd"):
+        for name, (Xin, yin) in (("numpy", (X, y)), ("dask", (Xd, yd))):
+            reg = BayesianLinearRegressor(solver=solver, random_state=0, max_iter=1, solver_max_iter=steps[solver])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                start = time.perf_counter()
+                reg.fit(Xin, yin)
+                seconds = time.perf_counter() - start
+            print(f"  {solver:<5} {name:<5} {seconds:8.2f} s  ({1e3 * seconds / steps[solver]:.1f} ms per step, setup included)")
 
 
 def main(argv=None):
