@@ -34,7 +34,7 @@ the fitted ``d``-sized state (as dask-ml's ``ParallelPostFit`` does).
 
 import numpy as np
 
-from ._backend import is_sparse, to_numpy
+from ._backend import get_namespace, is_sparse, to_numpy
 from .operators import CenteredFeatures, DenseFeatures, as_features
 from .operators_dask import DaskFeatures
 
@@ -263,13 +263,15 @@ def _block_first_pass(X, y, w, moments, shift, weighted):
         else:
             # One copy of the chunk, A = W^1/2 [1, X - x0, y - y0], and one
             # symmetric rank-k update.
-            A = np.empty((X.shape[0], m))
+            # (In the chunk's namespace: NumPy, or CuPy on its device.)
+            xp = get_namespace(X)
+            A = xp.empty((X.shape[0], m), dtype=xp.float64)
             A[:, 0] = 1.0
-            np.subtract(X, shift[0][None, :], out=A[:, 1 : d + 1])
+            A[:, 1 : d + 1] = X - xp.asarray(shift[0])[None, :]
             A[:, d + 1] = y - shift[1]
             if weighted:
-                A *= np.sqrt(w)[:, None]
-            out[:m, :m] = _syrk(A)
+                A *= xp.sqrt(w)[:, None]
+            out[:m, :m] = to_numpy(_syrk(A))
     return out
 
 
@@ -322,7 +324,7 @@ def _equivalent_rows(X, y, w):
     if not is_sparse(X._meta):
         # Moments about the first row, not about 0: a large mean then costs no digits.
         x0, y0 = dask.compute(X[0], y[0])
-        shift = (np.asarray(x0, dtype=np.float64), float(y0))
+        shift = (to_numpy(x0).astype(np.float64), float(y0))
     summed = _first_pass(X, y, w, moments=True, shift=shift)
     _raise_for_flags(summed)
     M = summed[:-1, : d + 2]
