@@ -433,7 +433,7 @@ def fit_evidence(
         if compute_score:
             scores.append(score(system, mean, sse))
         if callback is not None:
-            callback(it, alpha, lambdas[0] if scalar_prior else lambdas.copy(), float(np.sum(gammas)), res)
+            callback(it, alpha, lambdas[0] if len(lambdas) == 1 else lambdas.copy(), float(np.sum(gammas)), res)
         new_lambdas, new_alpha = lambdas, alpha
         if tune_lambda:
             if scalar_prior:
