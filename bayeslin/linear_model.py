@@ -92,7 +92,8 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         new samples, and the exact solver when ``n < d``), it keeps a copy of
         ``X`` when True, so that changing ``X`` after the fit changes no
         later draw; when False it keeps ``X`` itself (no extra memory; do not
-        modify it). Feature operators are never copied.
+        modify it). Feature operators and Dask arrays are never copied (a
+        model fitted on Dask input keeps the persisted chunks).
     verbose : bool, default=False
         Print the evidence iterations.
     solver : {'auto', 'exact', 'cg', 'sgd'}, default='auto'
