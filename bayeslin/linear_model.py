@@ -9,6 +9,7 @@ from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _dask
 from ._backend import (
     asarray_on,
     create,
@@ -21,6 +22,7 @@ from ._backend import (
     resolve_device,
     scalar,
     standard_normal,
+    to_numpy,
 )
 from ._progress import EvidenceProgress
 from ._validation import (
@@ -95,7 +97,8 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         new samples, and the exact solver when ``n < d``), it keeps a copy of
         ``X`` when True, so that changing ``X`` after the fit changes no
         later draw; when False it keeps ``X`` itself (no extra memory; do not
-        modify it). Feature operators are never copied.
+        modify it). Feature operators and Dask arrays are never copied (a
+        model fitted on Dask input keeps the persisted chunks).
     verbose : bool, default=False
         Print the evidence iterations.
     solver : {'auto', 'exact', 'cg', 'sgd'}, default='auto'
@@ -361,7 +364,15 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         self : object
             Fitted estimator.
         """
-        features, y, weights, placement = self._validate_fit_data(X, y, sample_weight)
+        # --- Dask input (bayeslin/_dask.py): checked and reduced without gathering X ---
+        dask_X = _dask.as_dask_array(X)
+        if dask_X is not None:
+            solver = _dask.check_solver(self.solver, *dask_X.shape)
+            features, y, weights = _dask.fit_inputs(solver, dask_X, y, sample_weight)
+            validate_data(self, dask_X, reset=True, skip_check_array=True)
+            placement = Placement(get_namespace(), "cpu")
+        else:
+            features, y, weights, placement = self._validate_fit_data(X, y, sample_weight)
         try:
             return self._fit(features, y, weights, placement)
         except Exception as exc:
@@ -524,8 +535,16 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             Only if ``return_std``.
         """
         check_is_fitted(self)
+        if _dask.as_dask_array(X) is not None:  # Dask input: lazy, chunk by chunk (bayeslin/_dask.py)
+            factor = self._covariance_factor() if return_std else None
+            return _dask.predict(self, _dask.as_dask_array(X), return_std, factor)
         base, features, placement = self._test_features(X)
         return self._guard_memory(lambda: self._predict(base, features, placement, return_std), base.shape[0])
+
+    def _covariance_factor(self):
+        """``C`` (d x r, on the host) with ``C C^T`` the posterior covariance of the weights (as ``predict`` uses it)."""
+        factor, weight = self._posterior.covariance_factor()
+        return to_numpy(factor) * weight**0.5
 
     def _predict(self, base, features, placement, return_std):
         xp = base.xp
@@ -604,6 +623,9 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         check_scalar(n_samples, "n_samples", Integral, min_val=1)
         rng = check_random_state(random_state)
+        if _dask.as_dask_array(X) is not None:  # Dask input: lazy, chunk by chunk (bayeslin/_dask.py)
+            draws = lambda: self._guard_memory(lambda: self._posterior.sample(n_samples, rng), self._n_fit_rows)  # noqa: E731
+            return _dask.sample_y(self, _dask.as_dask_array(X), draws, rng)
         base, features, placement = self._test_features(X)
 
         def draw():

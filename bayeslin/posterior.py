@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._backend import device, get_namespace, standard_normal
+from ._backend import create, device, get_namespace, standard_normal
 from .solvers import SOLVERS, ExactFactorization, SampleDraws, logdet_slq
 
 __all__ = ["Posterior", "warn_if_stopped_short"]
@@ -136,9 +136,19 @@ class Posterior:
         return out[0] if len(out) == 1 else xp.concat(out, axis=1)
 
     def covariance_factor(self):
-        """``(F, weight)`` with ``H^-1 ~ weight F F^T``: exact, or the Monte Carlo estimate from the fit's samples."""
-        if self.factorization is not None and np.ndim(self.prior) != 0:
-            return self.factorization.covariance_factor(self.alpha, self.prior), 1.0
+        """``(F, weight)`` with ``H^-1 ~ weight F F^T``: exact, or the Monte Carlo estimate from the fit's samples.
+
+        Exact whenever there is a factorisation: ``d x d`` for a diagonal
+        prior, ``d x noise_rows`` for a scalar one.
+        """
+        fact = self.factorization
+        if fact is not None and np.ndim(self.prior) != 0:
+            return fact.covariance_factor(self.alpha, self.prior), 1.0
+        if fact is not None:
+            # A scalar prior's exact draws are a linear map of their standard
+            # normal noise: applied to the identity, that map is a factor.
+            eye = create(self.xp, "eye", fact.noise_rows, dtype=self.mean.dtype, device_=device(self.mean))
+            return fact.sample(self.alpha, self.prior, eye), 1.0
         if self.samples is None:
             raise NotImplementedError("No covariance factor is formed for this posterior.")
         return self.samples, 1.0 / self.samples.shape[1]

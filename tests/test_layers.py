@@ -8,7 +8,7 @@ import bayeslin
 ROOT = pathlib.Path(bayeslin.__file__).parent
 
 # Layer of each module; a module may import only from lower layers or from
-# earlier modules of its own package (operators.features -> mlp_jacobian).
+# earlier modules of its own package (operators.features -> mlp_jacobian, dask).
 LAYERS = {
     "_backend": 0,
     "_validation": 1,
@@ -16,6 +16,7 @@ LAYERS = {
     "likelihoods": 1,
     "operators": 2,
     "solvers": 3,
+    "_dask": 3,
     "posterior": 4,
     "evidence": 5,
     "linear_model": 6,

@@ -85,3 +85,24 @@ def test_solver_stopping_short_while_sampling_warns_once():
         est.sample_posterior(600, random_state=0)
     messages = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert len(messages) == 1 and "posterior sampling" in str(messages[0].message)
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40)], ids=["primal", "dual"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_exact_scalar_prior_covariance_factor_matches_numpy(shape, weighted):
+    # Predictions on Dask input send this factor to the workers.
+    from bayeslin.operators import as_features
+    from bayeslin.solvers import ExactFactorization, PosteriorPrecision
+
+    rng = np.random.RandomState(4)
+    n, d = shape
+    Phi = rng.randn(n, d) * rng.uniform(0.5, 2.0, size=d)
+    w = rng.uniform(0.2, 3.0, size=n) if weighted else np.ones(n)
+    sw = np.sqrt(w) if weighted else None
+    alpha, lam = 1.7, 0.4
+    F = as_features(Phi)
+    system = PosteriorPrecision(F, alpha, lam, sw)
+    post = posterior.Posterior(system, np.zeros(d), solver="exact", factorization=ExactFactorization(F, sw))
+    C, weight = post.covariance_factor()
+    Hinv = np.linalg.inv(alpha * Phi.T @ (w[:, None] * Phi) + lam * np.eye(d))
+    assert_allclose(weight * C @ C.T, Hinv, rtol=1e-9, atol=1e-12)
