@@ -26,10 +26,18 @@ Steps and their sizes (the GPU issue's targets)::
     dense-sgd   the dense data again: exact (the reference) and sgd
     api-checks  scikit-learn's array-API estimator checks on CuPy and CUDA torch tensors
 
+and, asked for by name, steps that explain those figures::
+
+    memory        CuPy's line profile of device allocations in exact, cg and sgd fits
+    products      each product of a pass alone, block widths 1-32, float32 and float64
+    dense-wide    1,000,000 x 8,192 float32: exact and cg (where auto should switch)
+    rff-pass      one pass of the random features over 17 right-hand sides
+    laplace-rate  the Laplace fit's first evidence step capped at 40 cg iterations
+
 Usage::
 
     python asv_bench/gpu_check.py                      # every step, 480 s in all
-    python asv_bench/gpu_check.py --part tests         # one step (comma-separated list)
+    python asv_bench/gpu_check.py --part tests,memory  # steps by name, in that order
     python asv_bench/gpu_check.py --quick --device cpu # the same steps at toy sizes on the CPU
 
 Nothing here needs more than the package's own dependencies plus CuPy.
@@ -58,7 +66,9 @@ def _steps(device, quick):
         n_dense, d_dense, n_sparse, n_rff, d_rff = 1_000_000, 4_096, 1_000_000, 1_000_000, 100_000
         laplace = []
     dense = ["--case", "dense", "--n", str(n_dense), "--d", str(d_dense)]
+    rff = ["--case", "rff", "--n", str(n_rff), "--d", str(d_rff), "--batch-rows", str(2**31 // (4 * d_rff))]
     # In order of what the GPU issue asks first; the later steps get what is left of the budget.
+    # The steps after "api-checks" explain the figures of the first ones (not run by default).
     return [
         ("tests", [py, "-m", "pytest", "-m", "gpu", "tests", "-q", "-rfEs", "-p", "no:cacheprovider"], 100, None),
         ("bandwidth", scale + ["--case", "bandwidth", "--n", str(n_dense), "--d", str(d_dense)], 30, "bandwidth"),
@@ -67,13 +77,21 @@ def _steps(device, quick):
                             "--reference-samples", "0"], 65, "sparse"),
         # 2 GiB of generated features per batch: the GPU's default 256 MiB batch is
         # ~670 rows of 100,000 features, too few rows to keep the device busy.
-        ("rff", scale + ["--case", "rff", "--n", str(n_rff), "--d", str(d_rff), "--reference-samples", "0",
-                         "--batch-rows", str(2**31 // (4 * d_rff))], 65, "rff"),
+        ("rff", scale + rff + ["--reference-samples", "0"], 65, "rff"),
         ("laplace", [py, str(HERE / "bench_laplace_scale.py"), "--device", device] + laplace, 150, None),
         ("dense-sgd", scale + dense + ["--solvers", "sgd"], 45, "dense-sgd"),
         # scikit-learn's own array-API estimator checks on CuPy and on torch tensors on CUDA.
         ("api-checks", [py, "-m", "pytest", "tests/test_estimator_checks.py", "-q", "-rfE", "-p", "no:cacheprovider",
                         "-k", "cupy or cuda"], 50, None),
+        ("memory", scale + ["--case", "memory", "--n", str(n_dense), "--d", str(d_dense),
+                            "--solvers", "exact,cg,sgd"], 60, "memory"),
+        ("products", scale + ["--case", "products", "--n", str(n_dense), "--d", str(d_dense)], 60, "products"),
+        ("dense-wide", scale + ["--case", "dense", "--n", str(n_dense), "--d", str(2 * d_dense),
+                                "--solvers", "cg"], 60, "dense-wide"),
+        ("rff-pass", scale + rff + ["--pass-only"], 40, "rff-pass"),
+        # The first evidence step's iterations at full size: the time per iteration.
+        ("laplace-rate", [py, str(HERE / "bench_laplace_scale.py"), "--device", device, "--steps", "1",
+                          "--solver-max-iter", "40"] + laplace, 90, None),
     ]
 
 
@@ -107,12 +125,15 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     steps = _steps(args.device, args.quick)
-    if args.part != "all":
+    by_name = {s[0]: s for s in steps}
+    if args.part == "all":
+        steps = steps[: [s[0] for s in steps].index("api-checks") + 1]
+    else:
         wanted = args.part.split(",")
-        unknown = set(wanted) - {s[0] for s in steps}
+        unknown = set(wanted) - set(by_name)
         if unknown:
-            parser.error(f"unknown --part {sorted(unknown)}; steps are {[s[0] for s in steps]}")
-        steps = [s for s in steps if s[0] in wanted]
+            parser.error(f"unknown --part {sorted(unknown)}; steps are {list(by_name)}")
+        steps = [by_name[name] for name in wanted]  # in the order asked for
 
     deadline = time.monotonic() + args.budget
     log = open(out / "gpu_check.log", "w")
