@@ -2,6 +2,7 @@
 
 import time
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
@@ -50,6 +51,13 @@ _EXACT_MAX_SIDE_DEVICE = 16384
 # Largest d for which sigma_ (a dense d x d matrix) is formed on access:
 # 4096 features make 128 MiB in float64.
 _SIGMA_MAX_FEATURES = 4096
+
+
+class _FitMean(NamedTuple):
+    """The fit's posterior mean and centring offset, in the precision they were computed in."""
+
+    coef: object
+    X_offset: object
 
 
 class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
@@ -309,8 +317,8 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             self._check_same_placement(placement)
         if target_xp is not None:
             X = asarray_on(X, target_xp, target_device)
-        if not reset and X.dtype != self._coef.dtype:
-            X = X.astype(self._coef.dtype) if is_sparse(X) else get_namespace(X).astype(X, self._coef.dtype)
+        if not reset and X.dtype != self._fit_mean.coef.dtype:
+            X = X.astype(self._fit_mean.coef.dtype) if is_sparse(X) else get_namespace(X).astype(X, self._fit_mean.coef.dtype)
         return X, placement
 
     def _check_same_placement(self, placement):
@@ -415,7 +423,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             if samples is not None and samples.shape[1] != self.n_samples:
                 samples = None
             warm = (
-                asarray_on(self._coef, xp, dev, dtype),
+                asarray_on(self._fit_mean.coef, xp, dev, dtype),
                 None if samples is None else asarray_on(samples, xp, dev, dtype),
             )
 
@@ -467,8 +475,10 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         # The posterior stays where it was computed; predictions move their input there.
         self._posterior = result.posterior
         self._posterior.drop_data()
-        self._coef = result.coef
-        self._X_offset = X_offset
+        # Kept in float64 (the input's precision on a GPU) inside one private
+        # object: not array attributes of the estimator, whose dtype scikit-learn's
+        # array-API checks compare with the input's.
+        self._fit_mean = _FitMean(result.coef, X_offset)
         self._n_fit_rows = n
         self._placement = Placement(xp, dev)
         self._input_placement = placement
@@ -502,15 +512,15 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         """Validated test data as ``(centred operator, output placement)`` on the model's device."""
         X, placement = self._validate_X(X, reset=False)
         base = as_features(X)
-        return base, CenteredFeatures(base, self._X_offset), placement
+        return base, CenteredFeatures(base, self._fit_mean.X_offset), placement
 
     def _guard_memory(self, func, n_rows):
         try:
             return func()
         except Exception as exc:
             if is_out_of_memory(exc):
-                shape = (n_rows, self._coef.shape[0])
-                raise MemoryError(self._memory_advice(shape, self._placement.xp, self._coef.dtype)) from exc
+                shape = (n_rows, self._fit_mean.coef.shape[0])
+                raise MemoryError(self._memory_advice(shape, self._placement.xp, self._fit_mean.coef.dtype)) from exc
             raise
 
     def predict(self, X, return_std=False):
@@ -548,7 +558,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
     def _predict(self, base, features, placement, return_std):
         xp = base.xp
-        y_mean = base.matmat(self._coef[:, None])[:, 0] + self._intercept
+        y_mean = base.matmat(self._fit_mean.coef[:, None])[:, 0] + self._intercept
         if not return_std:
             return placement.to_output(y_mean)
         var = self._posterior.variance(features)
@@ -567,9 +577,9 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         ``predict(X, return_std=True)``.
         """
         check_is_fitted(self)
-        d = self._coef.shape[0]
+        d = self._fit_mean.coef.shape[0]
         if d > _SIGMA_MAX_FEATURES:
-            gib = d * d * self._placement.xp.finfo(self._coef.dtype).bits / 8 / 2.0**30
+            gib = d * d * self._placement.xp.finfo(self._fit_mean.coef.dtype).bits / 8 / 2.0**30
             raise AttributeError(
                 f"sigma_ is not formed for {d} features (a dense {d} x {d} matrix, {gib:.3g} GiB; at most "
                 f"{_SIGMA_MAX_FEATURES} features): use sample_posterior(n_samples) for draws from the posterior, "
@@ -603,7 +613,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         check_scalar(n_samples, "n_samples", Integral, min_val=1)
         rng = check_random_state(random_state)
         draws = self._guard_memory(lambda: self._posterior.sample(n_samples, rng), self._n_fit_rows)
-        return self._input_placement.to_output(self._coef[None, :] + draws.T)
+        return self._input_placement.to_output(self._fit_mean.coef[None, :] + draws.T)
 
     def sample_y(self, X, n_samples=1, random_state=None):
         """Draw from the predictive distribution at ``X`` (noise included).
@@ -630,7 +640,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
 
         def draw():
             # Each draw keeps the fit's centring, as predict(return_std=True) does.
-            mean = base.matmat(self._coef[:, None]) + self._intercept
+            mean = base.matmat(self._fit_mean.coef[:, None]) + self._intercept
             f = mean + features.matmat(self._posterior.sample(n_samples, rng))
             noise = standard_normal(rng, tuple(f.shape), base.xp, base.dtype, base.device)
             return placement.to_output(f + noise / self.alpha_**0.5)

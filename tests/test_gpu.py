@@ -85,7 +85,7 @@ def test_device_cuda_moves_numpy_input_and_returns_numpy(solver):
     ref = BayesianLinearRegressor(solver=solver, random_state=0).fit(prob.X, prob.y)
     est = BayesianLinearRegressor(solver=solver, random_state=0, device="cuda").fit(prob.X, prob.y)
     assert isinstance(est.coef_, np.ndarray)
-    assert isinstance(est._coef, cp.ndarray)
+    assert isinstance(est._fit_mean.coef, cp.ndarray)
     mean = est.predict(prob.X[:5])
     assert isinstance(mean, np.ndarray)
     rtol = 1e-8 if solver == "exact" else 1e-4

@@ -610,7 +610,10 @@ class CenteredFeatures(FeatureOperator):
         xp = self.xp
         eps = float(xp.finfo(self.dtype).eps)
         lost = float(xp.max(uncentred / xp.clip(centred, float(xp.finfo(self.dtype).smallest_normal), None)))
-        if eps * lost > _CENTRING_MAX_ERROR:
+        # The same share of the digits in every precision: float32 has half
+        # of float64's, so its bound is the square root of eps32 / eps64 wider.
+        max_error = _CENTRING_MAX_ERROR * math.sqrt(eps / float(np.finfo(np.float64).eps))
+        if eps * lost > max_error:
             raise ValueError(
                 f"The features' means are too large against their spread to centre a sparse matrix "
                 f"implicitly: the centred Gram/kernel would keep only about {max(0.0, -np.log10(eps * lost)):.0f} "
@@ -625,7 +628,8 @@ class CenteredFeatures(FeatureOperator):
 _PRODUCT_MAX_OFFSET_RATIO = 1e4
 
 # Relative error of an implicitly centred sparse Gram matrix above which the
-# exact solver refuses it (about 8 significant digits left).
+# exact solver refuses it (about 8 of float64's 16 significant digits left;
+# scaled to keep the same share in float32, as on a GPU).
 _CENTRING_MAX_ERROR = 1e-8
 
 
