@@ -135,6 +135,21 @@ def _relative_error(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def test_device_finite_check_needs_no_mask_of_x_and_tests_entries_when_the_sum_overflows(monkeypatch):
+    """The device check sums X (a mask the size of X was a 4 GiB GPU peak); an
+    overflowing sum of finite entries is then tested entry by entry, in blocks."""
+    from bayeslin import _validation
+
+    monkeypatch.setattr(_validation, "_FINITE_CHECK_ENTRIES", 6)  # several blocks of 2 rows
+    X = np.full((7, 3), 1e308)
+    _validation._check_finite(on_device(X), xps, "X")  # finite entries, infinite sum: accepted
+    for bad, match in [(np.nan, "contains NaN"), (np.inf, "contains infinity")]:
+        Xb = X.copy()
+        Xb[6, 1] = bad  # in the last block
+        with pytest.raises(ValueError, match=match):
+            _validation._check_finite(on_device(Xb), xps, "X")
+
+
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_float32_stays_float32_and_is_accurate(strict_device_is_gpu, solver, dense):
     from conftest import get_problem
