@@ -43,10 +43,12 @@ from .solvers import logdet_slq, solver_options
 __all__ = ["BayesianLinearRegressor"]
 
 # Beyond this many rows of the smaller side the exact solver's cubic
-# factorisation stops paying for itself on a CPU (see asv_bench/); a GPU's
-# dense factorisations are fast enough to double it (see the design page of the docs).
+# factorisation stops paying for itself on a CPU (see asv_bench/). On a GPU
+# (an H200, asv_bench/gpu_check.py, 1,000,000 rows in float32) exact took
+# 0.9 s against cg's 1.4 s at d = 4,096 and 3.5 s against 1.8 s at d = 8,192:
+# cg's passes are bound by memory bandwidth, which a GPU has more of than flops.
 _EXACT_MAX_SIDE = 8192
-_EXACT_MAX_SIDE_DEVICE = 16384
+_EXACT_MAX_SIDE_DEVICE = 6144
 
 # Largest d for which sigma_ (a dense d x d matrix) is formed on access:
 # 4096 features make 128 MiB in float64.
