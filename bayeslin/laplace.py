@@ -30,11 +30,12 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._backend import asarray_on, create, resolve_device, to_numpy
+from ._backend import asarray_on, create, get_namespace, is_out_of_memory, to_numpy
 from ._laplace_evidence import fit_laplace_evidence
-from ._mlp_jacobian import MLPJacobian, flatten_params
+from ._validation import check_device_array
 from .evidence import SampleDraws
 from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
+from .networks import TorchModule, adapt_network, fit_network
 from .solvers import SOLVERS, solver_options
 
 __all__ = ["LinearisedLaplaceClassifier", "LinearisedLaplaceRegressor"]
@@ -49,30 +50,20 @@ _GPRIOR_FLOOR = 1e-4
 _PREDICT_CHUNK = 4096
 
 
-def _unwrap(estimator):
-    """Return ``(network, frozen)``: the network inside a FrozenEstimator, or the estimator."""
-    try:
-        from sklearn.frozen import FrozenEstimator
-    except ImportError:  # pragma: no cover - scikit-learn < 1.6
-        return estimator, False
-    if isinstance(estimator, FrozenEstimator):
-        return estimator.estimator, True
-    return estimator, False
-
-
-def _device_namespace(device):
-    """A function moving host arrays to ``device`` ('cpu': NumPy, 'cuda': CuPy), once per call."""
-    if device == "cpu":
-        return np.asarray
-    xp, dev = resolve_device(device)
-    return lambda a: asarray_on(np.asarray(a), xp, dev)
+def _is_host_input(X):
+    """NumPy, lists, pandas: what scikit-learn's validate_data takes as it is (not a torch or CuPy array)."""
+    if hasattr(X, "__array_namespace__") or hasattr(X, "__cuda_array_interface__") or hasattr(X, "__dlpack__"):
+        return isinstance(X, np.ndarray)
+    return True
 
 
 class _LinearisedLaplaceBase(BaseEstimator):
     """What the classifier and the regressor share: the Jacobian, the prior, the evidence loop."""
 
     _parameter_constraints: dict = {
-        "estimator": [None, HasMethods(["fit", "predict"])],
+        "estimator": [None, HasMethods(["fit", "predict"]), TorchModule, callable],
+        "parameters": [None, str, list, tuple],
+        "jacobian_batch_size": [None, Interval(Integral, 1, None, closed="left")],
         "prior_precision": [StrOptions({"evidence"}), Interval(Real, 0, None, closed="neither"), "array-like"],
         "lambda_init": [Interval(Real, 0, None, closed="neither")],
         "prior_structure": [StrOptions({"scalar", "layerwise"})],
@@ -93,27 +84,80 @@ class _LinearisedLaplaceBase(BaseEstimator):
         raise NotImplementedError
 
     def _fit_network(self, X, y, rng):
-        """Fit a clone of the network (or take a frozen one as is); return it."""
-        estimator = self.estimator
-        if estimator is None:
-            net = self._network_template()
-            net.set_params(random_state=rng.randint(np.iinfo(np.int32).max))
-            return net.fit(X, y)
-        net, frozen = _unwrap(estimator)
-        expected = self._network_class()
-        if not isinstance(net, expected):
-            raise TypeError(
-                f"estimator must be a {expected.__name__} (optionally wrapped in FrozenEstimator), "
-                f"got {type(net).__name__}."
-            )
-        if frozen:
-            check_is_fitted(net)
-            if getattr(net, "n_features_in_", X.shape[1]) != X.shape[1]:
+        """Fit a clone of the network (or take a frozen or plain torch one as is); return its adapter.
+
+        Returns ``(adapter, fitted_here)``.
+        """
+        task = "classifier" if isinstance(self, ClassifierMixin) else "regressor"
+        net, fitted_here = fit_network(
+            self.estimator, self._network_template, task, X, y, rng, (self._network_class(),)
+        )
+        # A network fitted here learnt y's labels (a torch one as output indices).
+        classes = np.unique(y) if task == "classifier" and fitted_here else None
+        adapter = adapt_network(
+            net, task, parameters=self.parameters, batch_size=self.jacobian_batch_size, device=self.device,
+            classes=classes,
+        )
+        return adapter, fitted_here
+
+    def _validate_X(self, X, reset, y="no_validation"):
+        """Validate ``X`` (and ``y`` when given); return ``(X, y, placement)``.
+
+        A torch (or other array-API) tensor is checked where it lives and
+        predictions go back there; everything else goes through scikit-learn's
+        ``validate_data``.
+        """
+        if _is_host_input(X):
+            if isinstance(y, str) and y == "no_validation":
+                return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset), None, None
+            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
+                                 y_numeric=not isinstance(self, ClassifierMixin))
+            return X, y, None
+        validate_data(self, X, reset=reset, skip_check_array=True)
+        X = check_device_array(X, keep_float32=True)
+        xp = get_namespace(X)
+        placement = (xp, X.device)
+        if isinstance(y, str) and y == "no_validation":
+            y = None
+        elif y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
+        else:
+            y = to_numpy(y)
+            if y.shape[0] != X.shape[0]:
                 raise ValueError(
-                    f"X has {X.shape[1]} features, but the frozen network was fitted with {net.n_features_in_}."
+                    f"Found input variables with inconsistent numbers of samples: [{X.shape[0]}, {y.shape[0]}]"
                 )
-            return net
-        return clone(net).fit(X, y)
+            if not isinstance(self, ClassifierMixin):
+                y = np.asarray(y, dtype=np.float64)
+                if not np.all(np.isfinite(y)):
+                    raise ValueError("Input y contains NaN or infinity.")
+        return X, y, placement
+
+    def _to_output(self, a, placement):
+        """A host result back in the input's namespace and device."""
+        if placement is None:
+            return a
+        xp, dev = placement
+        return asarray_on(a, xp, dev)
+
+    def _memory_advice(self, n_obs):
+        d = getattr(self, "n_params_", None)
+        k = self.n_samples + 1
+        where = f" d={d} parameters," if d is not None else ""
+        return (
+            f"Out of memory in the linearised Laplace fit or prediction ({where} n={n_obs} observations, "
+            f"{k} vectors per product): lower jacobian_batch_size (observations per block of Jacobian "
+            f"products; torch networks), n_samples (columns of every product and solver iterate), or use "
+            f"solver='cg'/'sgd' instead of 'exact' (which forms a d x d matrix)."
+        )
+
+    def _guard_memory(self, func, n_obs):
+        try:
+            return func()
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise MemoryError(self._memory_advice(n_obs)) from exc
+            raise
 
     def _choose_solver(self, d):
         if self.solver != "auto":
@@ -209,12 +253,11 @@ class _LinearisedLaplaceBase(BaseEstimator):
 
     def _check_X(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        return X
+        X, _, placement = self._validate_X(X, reset=False)
+        return X, placement
 
     def _test_jacobian(self, X):
-        to_dev = _device_namespace(self.device)
-        return MLPJacobian(self.estimator_, to_dev(X), dtype=self._result.system.dtype)
+        return self._network.jacobian(X, dtype=self._result.system.dtype)
 
     def _output_moments(self, X, centre=False):
         """Network outputs ``f`` (n, m) and the variances of ``J(x) theta`` (n, m), on the host.
@@ -304,7 +347,8 @@ class _LinearisedLaplaceBase(BaseEstimator):
                     ConvergenceWarning,
                 )
             z = out.solution
-        return flatten_params(self.estimator_)[None, :] + to_numpy(z).T
+        w = self._network.parameter_vector(system.features)
+        return to_numpy(w)[None, :] + to_numpy(z).T
 
 
 class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
@@ -430,6 +474,8 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         solver_max_iter=None,
         batch_size=None,
         device="cpu",
+        parameters=None,
+        jacobian_batch_size=None,
         random_state=None,
         verbose=False,
     ):
@@ -447,6 +493,8 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         self.solver_max_iter = solver_max_iter
         self.batch_size = batch_size
         self.device = device
+        self.parameters = parameters
+        self.jacobian_batch_size = jacobian_batch_size
         self.random_state = random_state
         self.verbose = verbose
 
@@ -470,7 +518,7 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         -------
         self : object
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True)
+        X, y, _ = self._validate_X(X, reset=True, y=y)
         if y.ndim == 2 and y.shape[1] > 1:
             raise ValueError(
                 f"Multi-label / multi-output targets (y of shape {y.shape}) are not supported; "
@@ -481,25 +529,29 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         if np.unique(y).shape[0] < 2:
             raise ValueError("The classifier needs samples of at least 2 classes; the data have only 1 class.")
         rng = check_random_state(self.random_state)
-        net = self._fit_network(X, y, rng)
-        if getattr(net, "out_activation_", None) not in ("softmax", "logistic") or (
-            net.out_activation_ == "logistic" and net.n_outputs_ != 1
-        ):
-            raise ValueError("The network was fitted for multi-label targets, which are not supported.")
-        self.estimator_ = net
-        self.classes_ = net.classes_
-        y_idx = np.searchsorted(self.classes_, y)
-        if np.any(y_idx >= len(self.classes_)) or np.any(self.classes_[np.minimum(y_idx, len(self.classes_) - 1)] != y):
-            raise ValueError("y contains labels the (frozen) network was not fitted on.")
+        network, _ = self._fit_network(X, y, rng)
+        network.check_classifier()
+        return self._guard_memory(lambda: self._fit_posterior(network, X, y, rng), X.shape[0])
 
-        to_dev = _device_namespace(self.device)
-        jac = MLPJacobian(net, to_dev(X))
+    def _fit_posterior(self, network, X, y, rng):
+        jac = network.jacobian(X)
         xp = jac.xp
         f = jac.outputs
+        classes = network.classes_ if network.classes_ is not None else network.set_classes(jac.n_outputs)
+        classes = np.asarray(classes)
+        n_logits = 2 if jac.n_outputs == 1 else jac.n_outputs
+        if len(classes) != n_logits:
+            raise ValueError(
+                f"The network has {jac.n_outputs} output(s), for {n_logits} classes, but its labels are {classes!r}."
+            )
+        y_idx = np.searchsorted(classes, y)
+        if np.any(y_idx >= len(classes)) or np.any(classes[np.minimum(y_idx, len(classes) - 1)] != y):
+            raise ValueError("y contains labels the (frozen) network was not fitted on.")
         lik = LogisticLikelihood(f) if jac.n_outputs == 1 else SoftmaxLikelihood(f)
         features = jac.with_transform(lik.whitening_transform())
-        w = xp.asarray(to_dev(flatten_params(net)), dtype=jac.dtype)
-        g = lik.gradient(xp.asarray(to_dev(y_idx.astype(np.float64 if jac.n_outputs == 1 else np.int64))))
+        w = network.parameter_vector(jac)
+        labels = asarray_on(y_idx.astype(np.float64 if jac.n_outputs == 1 else np.int64), xp, jac.device)
+        g = lik.gradient(labels)
         if jac.n_outputs == 1:
             g = xp.astype(g, jac.dtype)
         # One Newton step from the network's weights: (J^T B J) w - J^T g.
@@ -508,6 +560,10 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         self._run_evidence(
             jac, features, lambda alpha: rhs, tune_alpha=False, alpha_init=1.0, targets=None, rng=rng
         )
+        self.estimator_ = network.network
+        self.classes_ = classes
+        self._network = network
+        self._n_logits = jac.n_outputs
         return self
 
     def predict_proba(self, X):
@@ -521,14 +577,18 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        X = self._check_X(X)
+        X, placement = self._check_X(X)
+        proba = self._guard_memory(lambda: self._proba(X), X.shape[0])
+        return self._to_output(proba, placement)
+
+    def _proba(self, X):
         if self.link == "mc":
             logits = self._logit_samples(X)
             if logits.shape[1] == 1:
                 p1 = np.mean(_sigmoid(logits[:, 0, :]), axis=1)
                 return np.stack([1 - p1, p1], axis=1)
             return np.mean(_softmax(logits, axis=1), axis=2)
-        f, var = self._output_moments(X, centre=self.estimator_.n_outputs_ > 1)
+        f, var = self._output_moments(X, centre=self._n_logits > 1)
         kappa = 1.0 / np.sqrt(1.0 + np.pi * np.maximum(var, 0.0) / 8.0)
         if f.shape[1] == 1:
             p1 = _sigmoid(kappa[:, 0] * f[:, 0])
@@ -546,8 +606,11 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        with np.errstate(divide="ignore"):
-            return np.log(self.predict_proba(X))
+        proba = self.predict_proba(X)
+        if isinstance(proba, np.ndarray):
+            with np.errstate(divide="ignore"):
+                return np.log(proba)
+        return get_namespace(proba).log(proba)
 
     def predict(self, X):
         """Most probable class under :meth:`predict_proba`.
@@ -560,8 +623,12 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         -------
         y : ndarray of shape (n_samples,)
         """
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        X, placement = self._check_X(X)
+        proba = self._guard_memory(lambda: self._proba(X), X.shape[0])
+        labels = self.classes_[np.argmax(proba, axis=1)]
+        if placement is None or labels.dtype.kind not in "biuf":
+            return labels
+        return self._to_output(labels, placement)
 
 
 class LinearisedLaplaceRegressor(RegressorMixin, _LinearisedLaplaceBase):
@@ -642,6 +709,8 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         solver_max_iter=None,
         batch_size=None,
         device="cpu",
+        parameters=None,
+        jacobian_batch_size=None,
         random_state=None,
         verbose=False,
     ):
@@ -660,6 +729,8 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         self.solver_max_iter = solver_max_iter
         self.batch_size = batch_size
         self.device = device
+        self.parameters = parameters
+        self.jacobian_batch_size = jacobian_batch_size
         self.random_state = random_state
         self.verbose = verbose
 
@@ -687,17 +758,23 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         -------
         self : object
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True, y_numeric=True)
+        X, y, _ = self._validate_X(X, reset=True, y=y)
         rng = check_random_state(self.random_state)
-        net = self._fit_network(X, y, rng)
-        self.estimator_ = net
-        to_dev = _device_namespace(self.device)
-        jac = MLPJacobian(net, to_dev(X))
+        network, _ = self._fit_network(X, y, rng)
+        if getattr(network, "output", "regression") != "regression":
+            raise ValueError(f"A network with output={network.output!r} cannot be used by a regressor.")
+        return self._guard_memory(lambda: self._fit_posterior(network, X, y, rng), X.shape[0])
+
+    def _fit_posterior(self, network, X, y, rng):
+        jac = network.jacobian(X)
         xp = jac.xp
         f = jac.outputs
         n, m = f.shape
-        Y = xp.reshape(xp.asarray(to_dev(np.asarray(y, dtype=np.float64)), dtype=jac.dtype), (n, m))
-        w = xp.asarray(to_dev(flatten_params(net)), dtype=jac.dtype)
+        n_targets = 1 if y.ndim == 1 else y.shape[1]
+        if n_targets != m:
+            raise ValueError(f"y has {n_targets} target(s) but the network has {m} output(s).")
+        Y = xp.reshape(asarray_on(np.asarray(y, dtype=np.float64), xp, jac.device, jac.dtype), (n, m))
+        w = network.parameter_vector(jac)
         # Tangent-model targets y - f(w) + J w: their least-squares mode is exact.
         targets = xp.reshape(Y - f, (-1,)) + jac.matmat(w[:, None])[:, 0]
         b = jac.rmatmat(targets[:, None])
@@ -711,6 +788,8 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
             jac, jac, lambda alpha: alpha * b, tune_alpha=tune_alpha, alpha_init=alpha_init, targets=targets, rng=rng
         )
         self.alpha_ = float(result.alpha)
+        self.estimator_ = network.network
+        self._network = network
         return self
 
     def predict(self, X, return_std=False):
@@ -732,13 +811,18 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         y_std : ndarray, same shape as ``y_mean``
             Only if ``return_std``.
         """
-        X = self._check_X(X)
-        y_mean = self.estimator_.predict(X)
+        X, placement = self._check_X(X)
+        return self._guard_memory(lambda: self._predict(X, placement, return_std), X.shape[0])
+
+    def _predict(self, X, placement, return_std):
         if not return_std:
-            return y_mean
-        _, var = self._output_moments(X)
+            f = to_numpy(self._network.jacobian(X, dtype=self._result.system.dtype).outputs)
+            return self._to_output(f[:, 0] if f.shape[1] == 1 else f, placement)
+        f, var = self._output_moments(X)
         std = np.sqrt(np.maximum(var, 0.0) + 1.0 / self.alpha_)
-        return y_mean, std.reshape(y_mean.shape)
+        if f.shape[1] == 1:
+            f, std = f[:, 0], std[:, 0]
+        return self._to_output(f, placement), self._to_output(std, placement)
 
 
 def _sigmoid(z):
