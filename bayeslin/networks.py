@@ -364,7 +364,14 @@ def fit_network(estimator, default, task, X, y, rng, allowed):
             # skorch's default holds out a fifth of the data for validation
             # scores; the posterior is fitted on all of it.
             net.set_params(train_split=None)
-        return net.fit(Xf, yf), True
+        import torch
+
+        # skorch draws the initial weights and minibatch order from torch's
+        # global generator: seed a private fork of it from random_state, so
+        # that a fit is reproducible without touching the caller's stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+            return net.fit(Xf, yf), True
     if not isinstance(net, allowed):
         names = " or ".join(cls.__name__ for cls in allowed)
         raise TypeError(
