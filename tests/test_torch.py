@@ -18,6 +18,7 @@ from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 from torch import nn  # noqa: E402
 from torch.func import functional_call, jacrev  # noqa: E402
 

@@ -13,6 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 skorch = pytest.importorskip("skorch")
 from torch import nn  # noqa: E402
 
