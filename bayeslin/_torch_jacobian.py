@@ -202,7 +202,7 @@ class TorchJacobian(FeatureOperator):
         total = G.new_zeros((k, self.n_params))
         for start, stop in self._blocks(k):
             _, pull = vjp(self._f(self.X[start:stop]), *primals)
-            grads = vmap(pull)(G[start:stop].permute(2, 0, 1))
+            grads = vmap(pull)(G[start:stop].permute(2, 0, 1).contiguous())
             total += torch.cat([g.reshape(k, -1) for g in grads], dim=1)
         return total.T
 
@@ -273,6 +273,8 @@ class TorchJacobian(FeatureOperator):
 
     def col_sq_norms(self, weights=None):
         """``sum_rows w_row Phi_row,j^2`` for every parameter ``j``, exactly, shape ``(n_params,)``."""
+        if weights is None and getattr(self, "_col_sq", None) is not None:
+            return self._col_sq
         W = None if weights is None else weights.reshape(self.n_obs, self.n_rows_per_obs)
         acc = torch.zeros(self.n_params, dtype=self.dtype, device=self.device)
         for start, stop, r0, r1, g in self._row_gradients():
@@ -280,23 +282,36 @@ class TorchJacobian(FeatureOperator):
             if W is not None:
                 sq = sq * W[start:stop, r0:r1, None]
             acc += sq.sum(dim=(0, 1))
+        if weights is None:
+            # Deterministic and a full pass over the per-row gradients: kept
+            # for the next caller (the evidence loop's curvature scale, Jacobi).
+            self._col_sq = acc
         return acc
 
     def gram(self, sqrt_weights=None):
-        """Dense ``Phi^T W Phi`` by blocks of unit vectors (small ``n_params`` only)."""
-        d = self.n_params
-        eye = torch.eye(d, dtype=self.dtype, device=self.device)
-        cols = []
-        for start in range(0, d, 256):
-            P = self.matmat(eye[:, start : min(d, start + 256)])
-            if sqrt_weights is not None:
-                P = P * (sqrt_weights**2)[:, None]
-            cols.append(self.rmatmat(P))
-        return torch.cat(cols, dim=1)
+        """Dense ``Phi^T W Phi`` from per-row gradients in bounded blocks (small ``n_params`` only).
+
+        ``n * r`` reverse passes of one row each cost far less than ``d``
+        forward passes over all ``n`` observations whenever ``r < d``.
+        """
+        G = torch.zeros(self.n_params, self.n_params, dtype=self.dtype, device=self.device)
+        W = None if sqrt_weights is None else (sqrt_weights**2).reshape(self.n_obs, self.n_rows_per_obs)
+        for start, stop, r0, r1, g in self._row_gradients():
+            g = g.reshape(-1, self.n_params)
+            if W is not None:
+                G += g.T @ (g * W[start:stop, r0:r1].reshape(-1, 1))
+            else:
+                G += g.T @ g
+        if sqrt_weights is None:
+            self._col_sq = torch.diagonal(G).clone()
+        return G
 
     def dense(self):
         """``Phi`` as a dense ``(n * r, n_params)`` array (small problems only)."""
-        return self.matmat(torch.eye(self.n_params, dtype=self.dtype, device=self.device))
+        out = torch.zeros(self.n_obs, self.n_rows_per_obs, self.n_params, dtype=self.dtype, device=self.device)
+        for start, stop, r0, r1, g in self._row_gradients():
+            out[start:stop, r0:r1] = g
+        return out.reshape(self.shape)
 
 
 def _build_cache(module, X, names, output_map, groups, dtype, batch_size):

@@ -304,11 +304,13 @@ class _LinearisedLaplaceBase(BaseEstimator):
         """Draw full weight vectors from the linearised Laplace posterior.
 
         The posterior is centred at the network's fitted weights (the MAP
-        the network is linearised at), in the parameter order of
-        :func:`bayeslin._mlp_jacobian.flatten_params`:
-        ``coefs_[0].ravel(), intercepts_[0], coefs_[1].ravel(), ...``.
-        Use :func:`bayeslin._mlp_jacobian.unflatten_params` to split a draw
-        into layers.
+        the network is linearised at). For a scikit-learn MLP the parameter
+        order is that of :func:`bayeslin._mlp_jacobian.flatten_params`:
+        ``coefs_[0].ravel(), intercepts_[0], coefs_[1].ravel(), ...``
+        (:func:`bayeslin._mlp_jacobian.unflatten_params` splits a draw into
+        layers); for a torch network it is the linearised parameter tensors
+        raveled in the order of ``module.named_parameters()`` (grouped by
+        the entries of ``parameters`` when given).
 
         Parameters
         ----------
@@ -368,10 +370,14 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
 
     Parameters
     ----------
-    estimator : MLPClassifier or FrozenEstimator, default=None
-        The network; ``None`` means ``MLPClassifier()``. Any hidden
-        activation of 'identity', 'logistic', 'tanh', 'relu'. Multi-label
-        targets are not supported.
+    estimator : MLPClassifier, skorch NeuralNetClassifier, torch.nn.Module, TorchModule or FrozenEstimator, \
+default=None
+        The network; ``None`` means ``MLPClassifier()``. A scikit-learn MLP
+        (any hidden activation of 'identity', 'logistic', 'tanh', 'relu')
+        or a skorch net is fitted first unless wrapped in
+        :class:`~sklearn.frozen.FrozenEstimator`; a plain torch module
+        (logits out, or as :class:`bayeslin.networks.TorchModule` says) is
+        used as it is. Multi-label targets are not supported.
     prior_precision : 'evidence', float or array-like, default='evidence'
         ``'evidence'``: tuned by the MacKay updates, from ``lambda_init``. A
         positive float (or, with ``prior_structure='layerwise'``, one value
@@ -410,9 +416,22 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
     solver_tol, solver_max_iter, batch_size : default=None
         As in :class:`bayeslin.BayesianLinearRegressor`.
     device : {'cpu', 'cuda', 'cuda:N'}, default='cpu'
-        Where the Laplace inference runs: 'cuda' (or GPU ``N``) moves the
-        data and the network's weights to the GPU with CuPy (the network
-        itself is fitted by scikit-learn on the CPU).
+        Where the Laplace inference runs for a scikit-learn MLP: 'cuda' (or
+        GPU ``N``) moves the data and the network's weights to the GPU with
+        CuPy (the network itself is fitted by scikit-learn on the CPU). A
+        torch network is linearised where it lives (move the module);
+        another ``device`` than 'cpu' must name that device.
+    parameters : str or list of str, default=None
+        Torch networks: the modules or parameter tensors (names as in
+        ``module.named_parameters()``) the posterior is over, e.g.
+        ``["fc"]`` for a last-layer Laplace; the others stay at their
+        trained values. ``None``: every trainable parameter. With
+        ``prior_structure='layerwise'`` each entry (by default each module
+        owning parameters) has its own prior precision.
+    jacobian_batch_size : int, default=None
+        Torch networks: observations per block of Jacobian products (default:
+        blocks whose activations stay under 512 MiB). Lower it on an
+        out-of-memory error.
     random_state : int, RandomState instance or None, default=None
         Seeds the posterior samples (and the default network).
     verbose : bool, default=False
@@ -420,7 +439,7 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
 
     Attributes
     ----------
-    estimator_ : MLPClassifier
+    estimator_ : MLPClassifier, skorch net or torch module
         The fitted network.
     classes_ : ndarray of shape (n_classes,)
     lambda_ : float or ndarray of shape (n_layers,)
@@ -643,9 +662,10 @@ class LinearisedLaplaceRegressor(RegressorMixin, _LinearisedLaplaceBase):
 
     Parameters
     ----------
-    estimator : MLPRegressor or FrozenEstimator, default=None
+    estimator : MLPRegressor, skorch NeuralNetRegressor, torch.nn.Module, TorchModule or FrozenEstimator, \
+default=None
         The network; ``None`` means ``MLPRegressor()``. One or several
-        outputs.
+        outputs. As in :class:`LinearisedLaplaceClassifier`.
     prior_precision : 'evidence', float or array-like, default='evidence'
         As in :class:`LinearisedLaplaceClassifier`.
     noise_precision : 'evidence' or float, default='evidence'
@@ -654,12 +674,12 @@ class LinearisedLaplaceRegressor(RegressorMixin, _LinearisedLaplaceBase):
         Starting noise precision (default: the inverse mean squared training
         residual of the network).
     lambda_init, prior_structure, normalize, n_samples, max_iter, tol, solver, \
-solver_tol, solver_max_iter, batch_size, device, random_state, verbose
+solver_tol, solver_max_iter, batch_size, device, parameters, jacobian_batch_size, random_state, verbose
         As in :class:`LinearisedLaplaceClassifier`.
 
     Attributes
     ----------
-    estimator_ : MLPRegressor
+    estimator_ : MLPRegressor, skorch net or torch module
     alpha_ : float
         Noise precision.
     lambda_ : float or ndarray of shape (n_layers,)

@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backend import asarray_on, resolve_device
 
-__all__ = ["NetworkAdapter", "TorchModule", "adapt_network", "fit_network", "is_torch_network"]
+__all__ = ["NetworkAdapter", "TorchJacobian", "TorchModule", "adapt_network", "fit_network", "is_torch_network"]
 
 _OUTPUTS = ("logits", "probabilities", "regression")
 
@@ -429,3 +429,13 @@ def adapt_network(network, task, *, parameters=None, batch_size=None, device="cp
     if classes is not None:
         adapter.classes_ = np.asarray(classes)
     return adapter
+
+
+def __getattr__(name):
+    # The torch operator is public here, imported only when asked for, so
+    # that this module loads without PyTorch.
+    if name == "TorchJacobian":
+        from ._torch_jacobian import TorchJacobian
+
+        return TorchJacobian
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
