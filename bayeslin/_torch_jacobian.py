@@ -36,6 +36,9 @@ __all__ = ["TorchJacobian"]
 # Bytes one block of observations may use for its activations (and per-row
 # gradients for the norms): bounds memory whatever n and the block of columns.
 _BLOCK_BYTES = 512 * 2**20
+# Beyond this many columns per network output, J V is taken from dense
+# per-row gradients (m reverse passes) instead of k forward-mode tangents.
+_DENSE_ROWS_FACTOR = 8
 # A product holds about this many copies of the activations per column
 # (primal, tangent or cotangent, and the temporaries of one layer).
 _ACTIVATION_COPIES = 3
@@ -184,6 +187,13 @@ class TorchJacobian(FeatureOperator):
 
     def _jvp(self, V):
         """``J V`` per observation, shape (n, m, k)."""
+        if V.shape[1] > _DENSE_ROWS_FACTOR * self.n_outputs:
+            # Many columns (a covariance factor in predictions): m reverse
+            # passes per observation and one matrix product beat k forward ones.
+            out = V.new_empty((self.n_obs, self.n_outputs, V.shape[1]))
+            for start, stop, r0, r1, g in self._row_gradients(whiten=False):
+                out[start:stop, r0:r1] = g @ V
+            return out
         primals = self._c["primals"]
         tangents = self._split(V)
         out = []
@@ -230,11 +240,17 @@ class TorchJacobian(FeatureOperator):
 
     # -- norms, from per-row gradients in bounded blocks --------------------
 
-    def _row_gradients(self):
-        """Yield ``(start, stop, g)``: the gradients of rows ``start:stop`` of ``Phi``, shape (stop - start, d)."""
+    def _row_gradients(self, whiten=True):
+        """Yield ``(start, stop, r0, r1, g)``: the gradients of rows ``r0:r1`` of observations ``start:stop``.
+
+        ``g`` has shape (stop - start, r1 - r0, d); the rows are those of
+        ``Phi`` (``T_i J_i``), or of ``J`` without ``whiten``.
+        """
         c = self._c
         names, fixed, module, output_map, primals = c["names"], c["fixed"], c["module"], c["output_map"], c["primals"]
-        r, m, d = self.n_rows_per_obs, self.n_outputs, self.n_params
+        transform = self.transform if whiten else None
+        m, d = self.n_outputs, self.n_params
+        r = m if transform is None else transform.shape[1]
         itemsize = self.X.element_size()
         # Rows of one observation taken together, and observations per block,
         # so that a block's (rows x d) gradients fit the bound.
@@ -258,7 +274,7 @@ class TorchJacobian(FeatureOperator):
         per_obs = vmap(one)
         for start in range(0, self.n_obs, obs_at_once):
             stop = min(self.n_obs, start + obs_at_once)
-            T = eye.expand(stop - start, m, m) if self.transform is None else self.transform[start:stop]
+            T = eye.expand(stop - start, m, m) if transform is None else transform[start:stop]
             for r0 in range(0, r, rows_at_once):
                 r1 = min(r, r0 + rows_at_once)
                 g = per_obs(self.X[start:stop], T[:, r0:r1, :])  # (b, r1 - r0, d)

@@ -98,6 +98,9 @@ def test_products_match_jacrev(kind, subset):
     V = torch.randn(J.shape[1], 5, dtype=torch.float64, generator=gen)
     U = torch.randn(J.shape[0], 5, dtype=torch.float64, generator=gen)
     assert_allclose(op.matmat(V), J @ V, rtol=RTOL, atol=1e-12)
+    # Many columns: J V from dense per-row gradients instead of tangents.
+    wide = torch.randn(J.shape[1], 8 * m + 1, dtype=torch.float64, generator=gen)
+    assert_allclose(op.matmat(wide), J @ wide, rtol=RTOL, atol=1e-12)
     assert_allclose(op.rmatmat(U), J.T @ U, rtol=RTOL, atol=1e-12)
     assert_allclose(op.row_sq_norms(), (J * J).sum(1), rtol=RTOL)
     assert_allclose(op.col_sq_norms(), (J * J).sum(0), rtol=RTOL, atol=1e-14)
