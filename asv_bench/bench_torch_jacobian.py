@@ -30,8 +30,8 @@ class CNN(nn.Module):
         self.c1 = nn.Conv2d(3, 32, 3, padding=1)
         self.c2 = nn.Conv2d(32, 64, 3, padding=1)
         self.c3 = nn.Conv2d(64, 64, 3, padding=1)
-        self.f1 = nn.Linear(64 * 4 * 4, 128)
-        self.f2 = nn.Linear(128, 10)
+        self.f1 = nn.Linear(64 * 4 * 4, 192)
+        self.f2 = nn.Linear(192, 10)
 
     def forward(self, x):
         h = torch.relu(self.c1(x.view(-1, 3, 16, 16)))
