@@ -120,6 +120,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n", type=int, default=None, help="images (default: the preset's)")
     parser.add_argument("--cg-iter", type=int, default=50, help="CG iterations per evidence step at most")
+    parser.add_argument("--float32", action="store_true", help="float32 products on the CPU too (faster convolutions)")
     parser.add_argument("--project-only", action="store_true", help="print the projected memory and stop")
     args = parser.parse_args()
     cfg = dict(PRESETS[args.preset])
@@ -128,7 +129,7 @@ def main():
     torch.manual_seed(0)
     module = cfg["make"](m).to(args.device).eval()
     d = sum(p.numel() for p in module.parameters())
-    itemsize = 4 if torch.device(args.device).type == "cuda" else 8
+    itemsize = 4 if torch.device(args.device).type == "cuda" or args.float32 else 8
     parts, dense = projected_memory(d, n, m, n_features, itemsize)
     print(f"preset={args.preset}: d={d:,} parameters, n={n:,} images, {m} classes, device={args.device}, "
           f"{'float32' if itemsize == 4 else 'float64'} products")
@@ -147,7 +148,7 @@ def main():
     if torch.device(args.device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     clf = LinearisedLaplaceClassifier(
-        TorchModule(module), solver="cg", n_samples=16, max_iter=5, solver_max_iter=args.cg_iter,
+        TorchModule(module, dtype=torch.float32 if args.float32 else None), solver="cg", n_samples=16, max_iter=5, solver_max_iter=args.cg_iter,
         solver_tol=1e-4, random_state=0, verbose=True,
     )
     start = time.perf_counter()

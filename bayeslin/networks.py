@@ -54,6 +54,11 @@ class TorchModule:
     classes : array-like of shape (n_classes,), default=None
         The label of every output of a classifier (default:
         ``0 .. n_outputs - 1``, or ``[0, 1]`` for one logit).
+    dtype : torch.dtype, default=None
+        Dtype of the Jacobian products and the solvers: ``None`` is float64
+        on a CPU (as the linear model computes) and the module's own dtype
+        on a GPU. ``torch.float32`` on a CPU is faster (PyTorch's float64
+        convolutions are slow there); set ``solver_tol`` to about 1e-4 then.
 
     Examples
     --------
@@ -64,14 +69,15 @@ class TorchModule:
     >>> clf = LinearisedLaplaceClassifier(TorchModule(net, output="logits"))
     """
 
-    def __init__(self, module, output=None, classes=None):
+    def __init__(self, module, output=None, classes=None, dtype=None):
         self.module = module
         self.output = output
         self.classes = classes
+        self.dtype = dtype
 
     def get_params(self, deep=True):
         """Parameters, so that ``sklearn.base.clone`` copies the wrapper (and deep-copies the module)."""
-        return {"module": self.module, "output": self.output, "classes": self.classes}
+        return {"module": self.module, "output": self.output, "classes": self.classes, "dtype": self.dtype}
 
     def set_params(self, **params):
         """Set parameters (scikit-learn's protocol)."""
@@ -158,7 +164,8 @@ class _LogProbabilities:
 class _TorchAdapter(NetworkAdapter):
     """A torch module, linearised in the parameters ``parameters`` names (all trainable ones by default)."""
 
-    def __init__(self, network, module, output, classes=None, parameters=None, batch_size=None, device=None):
+    def __init__(self, network, module, output, classes=None, parameters=None, batch_size=None, device=None,
+                 dtype=None):
         import torch
 
         self.network = network
@@ -180,7 +187,7 @@ class _TorchAdapter(NetworkAdapter):
         self.torch_device = first.device
         # On a GPU the network's float32 is kept (throughput, memory); on a
         # CPU the products run in float64, as the linear model does.
-        self.dtype = first.dtype if first.device.type != "cpu" else torch.float64
+        self.dtype = dtype or (first.dtype if first.device.type != "cpu" else torch.float64)
         self._classes = None if classes is None else np.asarray(classes)
 
     @property
@@ -412,7 +419,8 @@ def adapt_network(network, task, *, parameters=None, batch_size=None, device="cp
     default_output = "logits" if task == "classifier" else "regression"
     if isinstance(network, TorchModule):
         return _TorchAdapter(network, network.module, network.output or default_output,
-                             network.classes if classes is None else classes, parameters, batch_size, device)
+                             network.classes if classes is None else classes, parameters, batch_size, device,
+                             network.dtype)
     if _is_skorch(network):
         if classes is None and _is_skorch_classifier(network):
             classes = network.classes_

@@ -392,3 +392,15 @@ def test_classifier_rejects_regression_module_and_wrong_device():
         LinearisedLaplaceClassifier(TorchModule(_fitted_mlp()), device="cuda").fit(X, y)
     with pytest.raises(ValueError, match="output"):
         LinearisedLaplaceClassifier(TorchModule(_fitted_mlp(), output="scores")).fit(X, y)
+
+
+def test_float32_products_on_request():
+    X, y = _classification_data()
+    module = _fitted_mlp()
+    ref = LinearisedLaplaceClassifier(TorchModule(module), prior_precision=2.5, solver="exact").fit(X, y)
+    clf = LinearisedLaplaceClassifier(
+        TorchModule(module, dtype=torch.float32), prior_precision=2.5, solver="exact"
+    ).fit(X, y)
+    assert clf.posterior_samples_.dtype == np.float32 and ref.posterior_samples_.dtype == np.float64
+    # float32 rounding of a well-conditioned 3-class problem.
+    assert_allclose(clf.predict_proba(X), ref.predict_proba(X), atol=1e-4)
