@@ -10,7 +10,7 @@ places that must name it (moving NumPy input to a GPU, recognising
 import sys
 
 import numpy as np
-from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_array, to_device
+from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_array, is_torch_array, to_device
 
 __all__ = [
     "get_namespace",
@@ -91,6 +91,10 @@ def to_numpy(a):
         return np.asarray(a)
     if is_cupy_array(a):
         return a.get()
+    if is_torch_array(a):
+        # Asking torch's namespace for its device list probes (and warns
+        # about) every backend; a tensor knows how to reach the host.
+        return a.detach().cpu().numpy()
     return np.asarray(_to_host_device(a, array_namespace(a)))
 
 
@@ -232,8 +236,16 @@ def is_out_of_memory(exc):
 
     CuPy's ``OutOfMemoryError`` subclasses ``MemoryError``; cuBLAS and
     cuSOLVER report failed workspace allocations as errors that name it.
+    PyTorch raises ``torch.OutOfMemoryError`` (a RuntimeError) on a GPU and
+    a RuntimeError saying "not enough memory" from its CPU allocator.
     """
     if isinstance(exc, MemoryError):
         return True
     text = f"{type(exc).__name__} {exc}".upper()
-    return "OUT_OF_MEMORY" in text or "OUTOFMEMORY" in text or "ALLOC_FAILED" in text
+    return (
+        "OUT_OF_MEMORY" in text
+        or "OUTOFMEMORY" in text
+        or "OUT OF MEMORY" in text
+        or "ALLOC_FAILED" in text
+        or "NOT ENOUGH MEMORY" in text
+    )

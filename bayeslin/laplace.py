@@ -1,4 +1,4 @@
-"""Linearised Laplace for scikit-learn MLPs: LinearisedLaplaceClassifier and LinearisedLaplaceRegressor.
+"""Linearised Laplace for trained networks: LinearisedLaplaceClassifier and LinearisedLaplaceRegressor.
 
 The network ``f(w, x)`` is linearised at its fitted weights ``w`` (the MAP):
 ``f(theta, x) ~ f(w, x) + J(x) (theta - w)``. With a Gaussian prior
@@ -6,7 +6,10 @@ The network ``f(w, x)`` is linearised at its fitted weights ``w`` (the MAP):
 curvature ``B`` of the likelihood, the posterior over the parameters is
 ``N(., H^-1)``, ``H = J^T B J + A`` (see the design page of the
 documentation). ``H`` is never formed at scale: the Jacobian is a
-matrix-free operator (:class:`~bayeslin.operators.MLPJacobian`), whitened by
+matrix-free operator (:class:`~bayeslin.operators.MLPJacobian` for a
+scikit-learn MLP, :class:`~bayeslin.networks.TorchJacobian` for a PyTorch
+network; the estimators reach either through
+:func:`bayeslin.networks.adapt_network`), whitened by
 the likelihood's square-root factor, and the posterior is handled by the
 solvers (sample-then-optimise) inside the evidence loop the linear model uses
 (:func:`bayeslin.evidence.fit_evidence`), with one prior precision per
@@ -31,7 +34,6 @@ from sklearn.base import (
     ClassifierMixin,
     RegressorMixin,
     _fit_context,
-    clone,
 )
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.utils import check_random_state, check_scalar
@@ -39,12 +41,12 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._backend import create, to_numpy
+from ._backend import asarray_on, create, get_namespace, is_out_of_memory, to_numpy
 from ._progress import EvidenceProgress
-from ._validation import device_mover, keeps_state_on_failure
+from ._validation import check_device_array, is_host_input, keeps_state_on_failure
 from .evidence import fit_evidence, warn_if_unconverged
 from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
-from .operators.mlp_jacobian import MLPJacobian, flatten_params
+from .networks import TorchModule, adapt_network, fit_network
 from .solvers import solver_options
 
 __all__ = ["LinearisedLaplaceClassifier", "LinearisedLaplaceRegressor"]
@@ -63,22 +65,13 @@ _HYPER = 1e-6
 _LAMBDA_BAND = (1e-8, 1e8)
 
 
-def _unwrap(estimator):
-    """Return ``(network, frozen)``: the network inside a FrozenEstimator, or the estimator."""
-    try:
-        from sklearn.frozen import FrozenEstimator
-    except ImportError:  # pragma: no cover - scikit-learn < 1.6
-        return estimator, False
-    if isinstance(estimator, FrozenEstimator):
-        return estimator.estimator, True
-    return estimator, False
-
-
 class _LinearisedLaplaceBase(BaseEstimator):
     """What the classifier and the regressor share: the Jacobian, the prior, the evidence loop."""
 
     _parameter_constraints: dict = {
-        "estimator": [None, HasMethods(["fit", "predict"])],
+        "estimator": [None, HasMethods(["fit", "predict"]), TorchModule, callable],
+        "parameters": [None, str, list, tuple],
+        "jacobian_batch_size": [None, Interval(Integral, 1, None, closed="left")],
         "prior_precision": [StrOptions({"evidence"}), Interval(Real, 0, None, closed="neither"), "array-like"],
         "lambda_init": [Interval(Real, 0, None, closed="neither")],
         "prior_structure": [StrOptions({"scalar", "layerwise"})],
@@ -99,27 +92,87 @@ class _LinearisedLaplaceBase(BaseEstimator):
         raise NotImplementedError
 
     def _fit_network(self, X, y, rng):
-        """Fit a clone of the network (or take a frozen one as is); return it."""
-        estimator = self.estimator
-        if estimator is None:
-            net = self._network_template()
-            net.set_params(random_state=rng.randint(np.iinfo(np.int32).max))
-            return net.fit(X, y)
-        net, frozen = _unwrap(estimator)
-        expected = self._network_class()
-        if not isinstance(net, expected):
-            raise TypeError(
-                f"estimator must be a {expected.__name__} (optionally wrapped in FrozenEstimator), "
-                f"got {type(net).__name__}."
-            )
-        if frozen:
-            check_is_fitted(net)
-            if getattr(net, "n_features_in_", X.shape[1]) != X.shape[1]:
+        """Fit a clone of the network (or take a frozen or plain torch one as is); return its adapter.
+
+        Returns ``(adapter, fitted_here)``.
+        """
+        task = "classifier" if isinstance(self, ClassifierMixin) else "regressor"
+        net, fitted_here = fit_network(
+            self.estimator, self._network_template, task, X, y, rng, (self._network_class(),)
+        )
+        # A network fitted here learnt y's labels (a torch one as output indices).
+        classes = np.unique(y) if task == "classifier" and fitted_here else None
+        adapter = adapt_network(
+            net, task, parameters=self.parameters, batch_size=self.jacobian_batch_size, device=self.device,
+            classes=classes,
+        )
+        return adapter, fitted_here
+
+    def _validate_X(self, X, reset, y="no_validation"):
+        """Validate ``X`` (and ``y`` when given); return ``(X, y, placement)``.
+
+        A torch (or other array-API) tensor is checked where it lives and
+        predictions go back there; everything else goes through scikit-learn's
+        ``validate_data``.
+        """
+        if is_host_input(X):
+            if isinstance(y, str) and y == "no_validation":
+                return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset), None, None
+            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
+                                 y_numeric=not isinstance(self, ClassifierMixin))
+            return X, y, None
+        validate_data(self, X, reset=reset, skip_check_array=True)
+        X = check_device_array(X, keep_float32=True)
+        xp = get_namespace(X)
+        placement = (xp, X.device)
+        if isinstance(y, str) and y == "no_validation":
+            y = None
+        elif y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
+        else:
+            y = to_numpy(y)
+            if y.shape[0] != X.shape[0]:
                 raise ValueError(
-                    f"X has {X.shape[1]} features, but the frozen network was fitted with {net.n_features_in_}."
+                    f"Found input variables with inconsistent numbers of samples: [{X.shape[0]}, {y.shape[0]}]"
                 )
-            return net
-        return clone(net).fit(X, y)
+            if not isinstance(self, ClassifierMixin):
+                y = np.asarray(y, dtype=np.float64)
+                if not np.all(np.isfinite(y)):
+                    raise ValueError("Input y contains NaN or infinity.")
+        return X, y, placement
+
+    def _to_output(self, a, placement):
+        """A host result back in the input's namespace and device."""
+        if placement is None:
+            return a
+        xp, dev = placement
+        return asarray_on(a, xp, dev)
+
+    def _memory_advice(self, n_obs):
+        d = getattr(self, "n_params_", None)
+        k = self.n_samples + 1
+        where = f" d={d} parameters," if d is not None else ""
+        return (
+            f"Out of memory in the linearised Laplace fit or prediction ({where} n={n_obs} observations, "
+            f"{k} vectors per product): lower jacobian_batch_size (observations per block of Jacobian "
+            f"products; torch networks), n_samples (columns of every product and solver iterate), or use "
+            f"solver='cg'/'sgd' instead of 'exact' (which forms a d x d matrix)."
+        )
+
+    def _guard_memory(self, func, n_obs):
+        try:
+            return func()
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise MemoryError(self._memory_advice(n_obs)) from exc
+            raise
+
+    def _keep_network(self, network, jac, w):
+        """Keep the network, its adapter and the weights ``w`` it is linearised at (host, float64)."""
+        self.estimator_ = network.network
+        self._network = network
+        self._n_outputs = jac.n_outputs
+        self._map_weights = np.asarray(to_numpy(w), dtype=np.float64)
 
     def _choose_solver(self, d):
         if self.solver != "auto":
@@ -234,18 +287,17 @@ class _LinearisedLaplaceBase(BaseEstimator):
         check_is_fitted(self)
         post = self._posterior
         A = to_numpy(post.prior)
-        w = flatten_params(self.estimator_)
+        w = self._map_weights
         logdet_ratio = post.logdet(random_state=check_random_state(random_state)) - float(np.sum(np.log(A)))
         return self._log_likelihood - 0.5 * (float(w @ (A * w)) + logdet_ratio)
 
     def _check_X(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        return X
+        X, _, placement = self._validate_X(X, reset=False)
+        return X, placement
 
     def _test_jacobian(self, X):
-        to_dev = device_mover(self.device)
-        return MLPJacobian(self.estimator_, to_dev(X), dtype=self._posterior.mean.dtype)
+        return self._network.jacobian(X, dtype=self._posterior.mean.dtype)
 
     def _observation_blocks(self, X):
         """Yield the test Jacobian in blocks of observations."""
@@ -277,7 +329,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
             else:
                 var.append(weight * to_numpy(xp.sum(P * P, axis=2)))
             f.append(to_numpy(sub.outputs))
-        m = self.estimator_.n_outputs_
+        m = self._n_outputs
         f = np.concatenate(f) if f else np.zeros((0, m))
         var = np.concatenate(var) if var else np.zeros((0, m, m) if full else (0, m))
         return f, var
@@ -296,11 +348,14 @@ class _LinearisedLaplaceBase(BaseEstimator):
         """Draw full weight vectors from the linearised Laplace posterior.
 
         The posterior is centred at the network's fitted weights (the MAP
-        the network is linearised at), in the parameter order of
-        :func:`bayeslin.operators.mlp_jacobian.flatten_params`:
-        ``coefs_[0].ravel(), intercepts_[0], coefs_[1].ravel(), ...``.
-        Use :func:`bayeslin.operators.mlp_jacobian.unflatten_params` to split a draw
-        into layers.
+        the network is linearised at). For a scikit-learn MLP the parameter
+        order is that of :func:`bayeslin.operators.mlp_jacobian.flatten_params`:
+        ``coefs_[0].ravel(), intercepts_[0], coefs_[1].ravel(), ...``
+        (:func:`bayeslin.operators.mlp_jacobian.unflatten_params` splits a
+        draw into layers); for a torch network it is the linearised
+        parameter tensors raveled in the order of
+        ``module.named_parameters()`` (grouped by the entries of
+        ``parameters`` when given).
 
         Parameters
         ----------
@@ -319,7 +374,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
         check_is_fitted(self)
         check_scalar(n_samples, "n_samples", Integral, min_val=1)
         z = self._posterior.sample(n_samples, check_random_state(random_state))
-        return flatten_params(self.estimator_)[None, :] + to_numpy(z).T
+        return self._map_weights[None, :] + to_numpy(z).T
 
 
 class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
@@ -339,10 +394,14 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
 
     Parameters
     ----------
-    estimator : MLPClassifier or FrozenEstimator, default=None
-        The network; ``None`` means ``MLPClassifier()``. Any hidden
-        activation of 'identity', 'logistic', 'tanh', 'relu'. Multi-label
-        targets are not supported.
+    estimator : MLPClassifier, skorch NeuralNetClassifier, torch.nn.Module, TorchModule or FrozenEstimator, \
+default=None
+        The network; ``None`` means ``MLPClassifier()``. A scikit-learn MLP
+        (any hidden activation of 'identity', 'logistic', 'tanh', 'relu')
+        or a skorch net is fitted first unless wrapped in
+        :class:`~sklearn.frozen.FrozenEstimator`; a plain torch module
+        (logits out, or as :class:`bayeslin.networks.TorchModule` says) is
+        used as it is. Multi-label targets are not supported.
     prior_precision : 'evidence', float or array-like, default='evidence'
         ``'evidence'``: tuned by the MacKay updates, from ``lambda_init``. A
         positive float (or, with ``prior_structure='layerwise'``, one value
@@ -381,9 +440,22 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
     solver_tol, solver_max_iter, batch_size : default=None
         As in :class:`bayeslin.BayesianLinearRegressor`.
     device : {'cpu', 'cuda', 'cuda:N'}, default='cpu'
-        Where the Laplace inference runs: 'cuda' (or GPU ``N``) moves the
-        data and the network's weights to the GPU with CuPy (the network
-        itself is fitted by scikit-learn on the CPU).
+        Where the Laplace inference runs for a scikit-learn MLP: 'cuda' (or
+        GPU ``N``) moves the data and the network's weights to the GPU with
+        CuPy (the network itself is fitted by scikit-learn on the CPU). A
+        torch network is linearised where it lives (move the module);
+        another ``device`` than 'cpu' must name that device.
+    parameters : str or list of str, default=None
+        Torch networks: the modules or parameter tensors (names as in
+        ``module.named_parameters()``) the posterior is over, e.g.
+        ``["fc"]`` for a last-layer Laplace; the others stay at their
+        trained values. ``None``: every trainable parameter. With
+        ``prior_structure='layerwise'`` each entry (by default each module
+        owning parameters) has its own prior precision.
+    jacobian_batch_size : int, default=None
+        Torch networks: observations per block of Jacobian products (default:
+        blocks whose activations stay under 512 MiB). Lower it on an
+        out-of-memory error.
     random_state : int, RandomState instance or None, default=None
         Seeds the posterior samples (and the default network).
     verbose : bool, default=False
@@ -391,7 +463,7 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
 
     Attributes
     ----------
-    estimator_ : MLPClassifier
+    estimator_ : MLPClassifier, skorch net or torch module
         The fitted network.
     classes_ : ndarray of shape (n_classes,)
     lambda_ : float or ndarray of shape (n_layers,)
@@ -448,6 +520,8 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         solver_max_iter=None,
         batch_size=None,
         device="cpu",
+        parameters=None,
+        jacobian_batch_size=None,
         random_state=None,
         verbose=False,
     ):
@@ -465,6 +539,8 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         self.solver_max_iter = solver_max_iter
         self.batch_size = batch_size
         self.device = device
+        self.parameters = parameters
+        self.jacobian_batch_size = jacobian_batch_size
         self.random_state = random_state
         self.verbose = verbose
 
@@ -489,7 +565,7 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         -------
         self : object
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True)
+        X, y, _ = self._validate_X(X, reset=True, y=y)
         if y.ndim == 2 and y.shape[1] > 1:
             raise ValueError(
                 f"Multi-label / multi-output targets (y of shape {y.shape}) are not supported; "
@@ -500,25 +576,29 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         if np.unique(y).shape[0] < 2:
             raise ValueError("The classifier needs samples of at least 2 classes; the data have only 1 class.")
         rng = check_random_state(self.random_state)
-        net = self._fit_network(X, y, rng)
-        if getattr(net, "out_activation_", None) not in ("softmax", "logistic") or (
-            net.out_activation_ == "logistic" and net.n_outputs_ != 1
-        ):
-            raise ValueError("The network was fitted for multi-label targets, which are not supported.")
-        self.estimator_ = net
-        self.classes_ = net.classes_
-        y_idx = np.searchsorted(self.classes_, y)
-        if np.any(y_idx >= len(self.classes_)) or np.any(self.classes_[np.minimum(y_idx, len(self.classes_) - 1)] != y):
-            raise ValueError("y contains labels the (frozen) network was not fitted on.")
+        network, _ = self._fit_network(X, y, rng)
+        network.check_classifier()
+        return self._guard_memory(lambda: self._fit_posterior(network, X, y, rng), X.shape[0])
 
-        to_dev = device_mover(self.device)
-        jac = MLPJacobian(net, to_dev(X))
+    def _fit_posterior(self, network, X, y, rng):
+        jac = network.jacobian(X)
         xp = jac.xp
         f = jac.outputs
+        classes = network.classes_ if network.classes_ is not None else network.set_classes(jac.n_outputs)
+        classes = np.asarray(classes)
+        n_logits = 2 if jac.n_outputs == 1 else jac.n_outputs
+        if len(classes) != n_logits:
+            raise ValueError(
+                f"The network has {jac.n_outputs} output(s), for {n_logits} classes, but its labels are {classes!r}."
+            )
+        y_idx = np.searchsorted(classes, y)
+        if np.any(y_idx >= len(classes)) or np.any(classes[np.minimum(y_idx, len(classes) - 1)] != y):
+            raise ValueError("y contains labels the (frozen) network was not fitted on.")
         lik = LogisticLikelihood(f) if jac.n_outputs == 1 else SoftmaxLikelihood(f)
         features = jac.with_transform(lik.whitening_transform())
-        w = xp.asarray(to_dev(flatten_params(net)), dtype=jac.dtype)
-        g = lik.gradient(xp.asarray(to_dev(y_idx.astype(np.float64 if jac.n_outputs == 1 else np.int64))))
+        w = network.parameter_vector(jac)
+        labels = asarray_on(y_idx.astype(np.float64 if jac.n_outputs == 1 else np.int64), xp, jac.device)
+        g = lik.gradient(labels)
         if jac.n_outputs == 1:
             g = xp.astype(g, jac.dtype)
         # One Newton step from the network's weights: (J^T B J) w - J^T g.
@@ -534,6 +614,8 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
             log_likelihood=lambda alpha, ll=_log_likelihood(to_numpy(f), y_idx): ll,
             rng=rng,
         )
+        self._keep_network(network, jac, w)
+        self.classes_ = classes
         return self
 
     def predict_logits(self, X, return_cov=False):
@@ -556,9 +638,10 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         cov : ndarray of shape (n_samples, n_outputs, n_outputs)
             Only if ``return_cov``.
         """
-        X = self._check_X(X)
-        f, cov = self._output_moments(X, full=True)
-        return (f, cov) if return_cov else f
+        X, placement = self._check_X(X)
+        f, cov = self._guard_memory(lambda: self._output_moments(X, full=True), X.shape[0])
+        f = self._to_output(f, placement)
+        return (f, self._to_output(cov, placement)) if return_cov else f
 
     def predict_proba(self, X, link=None, n_samples=None, random_state=None):
         """Class probabilities integrated over the linearised posterior.
@@ -582,17 +665,21 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        X = self._check_X(X)
+        X, placement = self._check_X(X)
         link = self.link if link is None else link
         if link not in ("probit", "mc"):
             raise ValueError(f"link must be 'probit' or 'mc', got {link!r}.")
+        proba = self._guard_memory(lambda: self._proba(X, link, n_samples, random_state), X.shape[0])
+        return self._to_output(proba, placement)
+
+    def _proba(self, X, link, n_samples=None, random_state=None):
         if link == "mc":
             logits = self._logit_samples(X, n_samples, random_state)
             if logits.shape[1] == 1:
                 p1 = np.mean(_sigmoid(logits[:, 0, :]), axis=1)
                 return np.stack([1 - p1, p1], axis=1)
             return np.mean(_softmax(logits, axis=1), axis=2)
-        f, var = self._output_moments(X, centre=self.estimator_.n_outputs_ > 1)
+        f, var = self._output_moments(X, centre=self._n_outputs > 1)
         kappa = 1.0 / np.sqrt(1.0 + np.pi * np.maximum(var, 0.0) / 8.0)
         if f.shape[1] == 1:
             p1 = _sigmoid(kappa[:, 0] * f[:, 0])
@@ -610,8 +697,11 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        with np.errstate(divide="ignore"):
-            return np.log(self.predict_proba(X))
+        proba = self.predict_proba(X)
+        if isinstance(proba, np.ndarray):
+            with np.errstate(divide="ignore"):
+                return np.log(proba)
+        return get_namespace(proba).log(proba)
 
     def predict(self, X):
         """Most probable class under :meth:`predict_proba`.
@@ -624,8 +714,12 @@ class LinearisedLaplaceClassifier(ClassifierMixin, _LinearisedLaplaceBase):
         -------
         y : ndarray of shape (n_samples,)
         """
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        X, placement = self._check_X(X)
+        proba = self._guard_memory(lambda: self._proba(X, self.link), X.shape[0])
+        labels = self.classes_[np.argmax(proba, axis=1)]
+        if placement is None or labels.dtype.kind not in "biuf":
+            return labels
+        return self._to_output(labels, placement)
 
 
 class LinearisedLaplaceRegressor(RegressorMixin, _LinearisedLaplaceBase):
@@ -640,9 +734,10 @@ class LinearisedLaplaceRegressor(RegressorMixin, _LinearisedLaplaceBase):
 
     Parameters
     ----------
-    estimator : MLPRegressor or FrozenEstimator, default=None
+    estimator : MLPRegressor, skorch NeuralNetRegressor, torch.nn.Module, TorchModule or FrozenEstimator, \
+default=None
         The network; ``None`` means ``MLPRegressor()``. One or several
-        outputs.
+        outputs. As in :class:`LinearisedLaplaceClassifier`.
     prior_precision : 'evidence', float or array-like, default='evidence'
         As in :class:`LinearisedLaplaceClassifier`.
     noise_precision : 'evidence' or float, default='evidence'
@@ -651,12 +746,12 @@ class LinearisedLaplaceRegressor(RegressorMixin, _LinearisedLaplaceBase):
         Starting noise precision (default: the inverse mean squared training
         residual of the network).
     lambda_init, prior_structure, normalize, n_samples, max_iter, tol, solver, \
-solver_tol, solver_max_iter, batch_size, device, random_state, verbose
+solver_tol, solver_max_iter, batch_size, device, parameters, jacobian_batch_size, random_state, verbose
         As in :class:`LinearisedLaplaceClassifier`.
 
     Attributes
     ----------
-    estimator_ : MLPRegressor
+    estimator_ : MLPRegressor, skorch net or torch module
     alpha_ : float
         Noise precision.
     lambda_ : float or ndarray of shape (n_layers,)
@@ -708,6 +803,8 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         solver_max_iter=None,
         batch_size=None,
         device="cpu",
+        parameters=None,
+        jacobian_batch_size=None,
         random_state=None,
         verbose=False,
     ):
@@ -726,6 +823,8 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         self.solver_max_iter = solver_max_iter
         self.batch_size = batch_size
         self.device = device
+        self.parameters = parameters
+        self.jacobian_batch_size = jacobian_batch_size
         self.random_state = random_state
         self.verbose = verbose
 
@@ -754,17 +853,23 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         -------
         self : object
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True, y_numeric=True)
+        X, y, _ = self._validate_X(X, reset=True, y=y)
         rng = check_random_state(self.random_state)
-        net = self._fit_network(X, y, rng)
-        self.estimator_ = net
-        to_dev = device_mover(self.device)
-        jac = MLPJacobian(net, to_dev(X))
+        network, _ = self._fit_network(X, y, rng)
+        if getattr(network, "output", "regression") != "regression":
+            raise ValueError(f"A network with output={network.output!r} cannot be used by a regressor.")
+        return self._guard_memory(lambda: self._fit_posterior(network, X, y, rng), X.shape[0])
+
+    def _fit_posterior(self, network, X, y, rng):
+        jac = network.jacobian(X)
         xp = jac.xp
         f = jac.outputs
         n, m = f.shape
-        Y = xp.reshape(xp.asarray(to_dev(np.asarray(y, dtype=np.float64)), dtype=jac.dtype), (n, m))
-        w = xp.asarray(to_dev(flatten_params(net)), dtype=jac.dtype)
+        n_targets = 1 if y.ndim == 1 else y.shape[1]
+        if n_targets != m:
+            raise ValueError(f"y has {n_targets} target(s) but the network has {m} output(s).")
+        Y = xp.reshape(asarray_on(np.asarray(y, dtype=np.float64), xp, jac.device, jac.dtype), (n, m))
+        w = network.parameter_vector(jac)
         # Tangent-model targets y - f(w) + J w: their least-squares mode is exact.
         targets = xp.reshape(Y - f, (-1,)) + jac.matmat(w[:, None])[:, 0]
         resid = float(to_numpy(xp.mean((Y - f) ** 2)))
@@ -789,6 +894,7 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
             rng=rng,
         )
         self.alpha_ = float(result.alpha)
+        self._keep_network(network, jac, w)
         return self
 
     def predict(self, X, return_std=False, include_noise=True):
@@ -814,13 +920,18 @@ solver_tol, solver_max_iter, batch_size, device, random_state, verbose
         y_std : ndarray, same shape as ``y_mean``
             Only if ``return_std``.
         """
-        X = self._check_X(X)
-        y_mean = self.estimator_.predict(X)
+        X, placement = self._check_X(X)
+        return self._guard_memory(lambda: self._predict(X, placement, return_std, include_noise), X.shape[0])
+
+    def _predict(self, X, placement, return_std, include_noise):
         if not return_std:
-            return y_mean
-        _, var = self._output_moments(X)
+            f = to_numpy(self._test_jacobian(X).outputs)
+            return self._to_output(f[:, 0] if f.shape[1] == 1 else f, placement)
+        f, var = self._output_moments(X)
         std = np.sqrt(np.maximum(var, 0.0) + (1.0 / self.alpha_ if include_noise else 0.0))
-        return y_mean, std.reshape(y_mean.shape)
+        if f.shape[1] == 1:
+            f, std = f[:, 0], std[:, 0]
+        return self._to_output(f, placement), self._to_output(std, placement)
 
 
 def _sigmoid(z):

@@ -8,13 +8,15 @@ import bayeslin
 ROOT = pathlib.Path(bayeslin.__file__).parent
 
 # Layer of each module; a module may import only from lower layers or from
-# earlier modules of its own package (operators.features -> mlp_jacobian, dask).
+# earlier modules of its own package (operators.features -> mlp_jacobian,
+# torch_jacobian, dask).
 LAYERS = {
     "_backend": 0,
     "_validation": 1,
     "_progress": 1,
     "likelihoods": 1,
     "operators": 2,
+    "networks": 3,
     "solvers": 3,
     "_dask": 3,
     "posterior": 4,
@@ -84,3 +86,12 @@ def test_no_import_cycle():
     for node in graph:
         if node not in state:
             visit(node, [])
+
+
+def test_import_does_not_load_torch():
+    """PyTorch is optional: importing the package (and its network adapters) must not import it."""
+    import subprocess
+    import sys
+
+    code = "import sys, bayeslin, bayeslin.networks, bayeslin.operators; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT.parent).returncode == 0

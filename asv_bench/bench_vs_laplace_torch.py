@@ -1,0 +1,167 @@
+"""bayeslin's linearised Laplace against laplace-torch on the same trained networks.
+
+MLPs (64 inputs, two hidden layers of width h, 10 classes) of about 12,000,
+55,000 and 230,000 parameters (``--widths``; 960 gives about 1,000,000) are
+trained once each with Adam on a synthetic 10-class problem (2,000 training
+and 1,000 test points), then given a posterior over ALL their weights by:
+
+- bayeslin ``LinearisedLaplaceClassifier`` (``solver='cg'``, 16 samples,
+  evidence-tuned prior, probit link);
+- laplace-torch ``full`` and ``kron`` GGN over all weights, and ``full`` over
+  the last layer, each with its prior precision tuned by marginal likelihood
+  (``optimize_prior_precision(method='marglik')``) and the GLM predictive with
+  the probit link.
+
+Every (network, method) runs in a fresh subprocess so that its peak memory
+(max RSS) is its own; time covers fit, prior tuning and test predictions.
+``full`` is skipped above ``--full-max`` parameters (its d x d matrix).
+
+laplace-torch is an optional benchmark dependency that does not install
+beside torch 2.13's CPU wheel with its declared dependencies (it asks for
+torchvision, which pulls another torch); without torchvision it runs:
+
+    pip install --no-deps laplace-torch==0.3 asdfghjkl==0.1a4 backpack-for-pytorch \\
+        curvlinops-for-pytorch einops unfoldNd einconv linear_operator opt_einsum \\
+        torchmetrics lightning-utilities
+    python asv_bench/bench_vs_laplace_torch.py [--widths 80 200 440]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def data():
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(
+        n_samples=3000, n_features=64, n_informative=24, n_redundant=8, n_classes=10, n_clusters_per_class=2,
+        class_sep=1.5, random_state=0,
+    )
+    X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    return X[:2000], y[:2000], X[2000:], y[2000:]
+
+
+def make_net(width):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
+
+
+def train(width, path):
+    import torch
+
+    X, y, _, _ = data()
+    net = make_net(width)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        for idx in torch.randperm(len(Xt), generator=gen).split(128):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx]).backward()
+            opt.step()
+    torch.save(net.state_dict(), path)
+
+
+def metrics(p, y):
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1)
+    nll = float(-np.mean(np.log(p[np.arange(len(y)), y])))
+    conf, pred = p.max(1), p.argmax(1)
+    bins = np.minimum((conf * 15).astype(int), 14)
+    ece = sum((bins == b).mean() * abs((pred[bins == b] == y[bins == b]).mean() - conf[bins == b].mean())
+              for b in range(15) if np.any(bins == b))
+    return nll, float(ece), float((pred == y).mean())
+
+
+def run_one(width, path, method):
+    import resource
+    import warnings
+
+    import torch
+
+    X, y, Xte, yte = data()
+    net = make_net(width)
+    net.load_state_dict(torch.load(path))
+    net.eval()
+    d = sum(p.numel() for p in net.parameters())
+    start = time.perf_counter()
+    if method == "network":
+        with torch.no_grad():
+            p = torch.softmax(net(torch.as_tensor(Xte)), 1).numpy()
+    elif method == "bayeslin cg":
+        from bayeslin import LinearisedLaplaceClassifier
+        from bayeslin.networks import TorchModule
+
+        clf = LinearisedLaplaceClassifier(TorchModule(net), solver="cg", n_samples=16, solver_tol=1e-4,
+                                          max_iter=10, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(X, y)
+        p = clf.predict_proba(Xte)
+    else:
+        from laplace import Laplace
+
+        subset, structure = {"lt full": ("all", "full"), "lt kron": ("all", "kron"),
+                             "lt last-layer": ("last_layer", "full")}[method]
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.as_tensor(X), torch.as_tensor(y)), batch_size=256)
+        la = Laplace(net, "classification", subset_of_weights=subset, hessian_structure=structure)
+        la.fit(loader)
+        la.optimize_prior_precision(method="marglik", pred_type="glm", link_approx="probit")
+        p = torch.cat([la(torch.as_tensor(Xte[i : i + 250]), pred_type="glm", link_approx="probit")
+                       for i in range(0, len(Xte), 250)]).detach().numpy()
+    elapsed = time.perf_counter() - start
+    nll, ece, acc = metrics(p, yte)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps({"d": d, "time": elapsed, "peak_gib": peak, "nll": nll, "ece": ece, "acc": acc}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--widths", type=int, nargs="+", default=[80, 200, 440])
+    parser.add_argument("--full-max", type=int, default=20000, help="largest d for laplace-torch 'full'")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per (network, method)")
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        run_one(int(args.one[0]), args.one[1], args.one[2])
+        return
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    print(f"{'d':>9}  {'method':<15}{'time (s)':>10}{'peak (GiB)':>12}{'NLL':>8}{'ECE':>8}{'acc':>7}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for width in args.widths:
+            path = os.path.join(tmp, f"mlp{width}.pt")
+            train(width, path)
+            d = sum(p.numel() for p in make_net(width).parameters())
+            for method in ["network", "bayeslin cg", "lt kron", "lt last-layer", "lt full"]:
+                if method == "lt full" and d > args.full_max:
+                    print(f"{d:>9,}  {method:<15}  skipped: its d x d matrix is {d * d * 4 / 2**30:.1f} GiB")
+                    continue
+                try:
+                    out = subprocess.run([sys.executable, __file__, "--one", str(width), path, method], env=env,
+                                         capture_output=True, text=True, timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"{d:>9,}  {method:<15}  timed out after {args.timeout} s")
+                    continue
+                lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+                if out.returncode != 0 or not lines:
+                    print(f"{d:>9,}  {method:<15}  failed: {(out.stderr.strip().splitlines() or ['?'])[-1][:80]}")
+                    continue
+                r = json.loads(lines[-1])
+                print(f"{r['d']:>9,}  {method:<15}{r['time']:>10.1f}{r['peak_gib']:>12.2f}{r['nll']:>8.3f}"
+                      f"{r['ece']:>8.3f}{r['acc']:>7.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
