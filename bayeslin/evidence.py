@@ -137,8 +137,12 @@ def exact_traces_affordable(features, n_samples, scalar_prior=True):
 
 
 def warn_if_unconverged(result, *, solver, solver_tol, max_iter, tol):
-    """Warn (ConvergenceWarning) if the fit's last solve stopped short or the evidence updates did not settle."""
-    warn_if_stopped_short(result.solver_results[-1:], solver, solver_tol)
+    """Warn (ConvergenceWarning) if any solve of the fit stopped short or the evidence updates did not settle.
+
+    Every solve counts, not only the last: the ones that drive the evidence
+    updates decide where the hyperparameters land.
+    """
+    warn_if_stopped_short(result.solver_results, solver, solver_tol)
     if not result.converged and max_iter > 1:
         warnings.warn(
             f"The evidence updates did not converge within max_iter={max_iter} iterations (tol={tol:g}); "

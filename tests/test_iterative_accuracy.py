@@ -113,3 +113,38 @@ def test_estimated_path_keeps_its_samples_when_decided():
             rng=check_random_state(0), solver_options={"tol": 1e-8, "max_iter": 500},
         )
     assert res.samples.shape[1] == 16
+
+
+def test_cg_reports_and_meets_the_true_residual_on_an_ill_conditioned_system():
+    from bayeslin.solvers import solve_cg
+
+    rng = np.random.default_rng(0)
+    n, d = 200, 50
+    U, _ = np.linalg.qr(rng.standard_normal((n, d)))
+    V, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    X = U @ np.diag(np.logspace(0, -14, d)) @ V.T * 10  # cond(X) = 1e14
+    alpha, lam = 1e2, 1e-2  # cond(H) = 1e6
+    system = PosteriorPrecision(DenseFeatures(X), alpha, lam)
+    R = rng.standard_normal((d, 3))
+    tol = 1e-10
+    res = solve_cg(system, R, tol=tol, max_iter=5000)
+    H = alpha * X.T @ X + lam * np.eye(d)
+    true = np.linalg.norm(R - H @ res.solution, axis=0) / np.linalg.norm(R, axis=0)
+    # What is reported is the true residual, up to the rounding of one
+    # product with H: d eps ||H|| ||x|| / ||r|| per column.
+    rounding = d * np.finfo(float).eps * np.linalg.norm(H, 2) * np.linalg.norm(res.solution, axis=0) / np.linalg.norm(R, axis=0)
+    assert np.all(np.abs(res.residual_norms - true) <= rounding)
+    assert res.converged and np.all(true <= tol + rounding)
+
+
+def test_every_solve_of_the_fit_is_checked():
+    from bayeslin.evidence import warn_if_unconverged
+    from bayeslin.solvers import SolverResult
+
+    X, y = _wide(30, 20)
+    res = fit_evidence(DenseFeatures(X), y, solver="cg", alpha_init=1.0, lambda_init=1.0, rng=check_random_state(0),
+                       solver_options={"tol": 1e-8, "max_iter": 500})
+    short = SolverResult(None, 7, np.array([3e-3]), False)
+    res.solver_results.insert(0, short)  # an early solve that stopped short, the last one fine
+    with pytest.warns(ConvergenceWarning, match="relative residual 3.00e-03"):
+        warn_if_unconverged(res, solver="cg", solver_tol=1e-8, max_iter=300, tol=1e-3)
