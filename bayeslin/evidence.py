@@ -429,8 +429,8 @@ def fit_evidence(
     logdet : callable, optional
         ``logdet(system) -> float`` for the scores of iterative solvers.
     exact_traces : {'auto', True, False}, default='auto'
-        Iterative solvers: take the effective dimension and ``log det H``
-        from the exact spectrum of the data term
+        Iterative solvers: take the effective dimension, ``log det H`` and
+        the posterior's predictive variances from the exact spectrum of the data term
         (the exact factorisation, formed once) instead of the samples.
         ``'auto'``: when that costs less than about one evidence step (see
         :func:`exact_traces_affordable`).
@@ -603,7 +603,13 @@ def fit_evidence(
     # Only the exact solver's posterior answers from the factorisation: the
     # iterative ones draw by their own solves (what their users reproduce).
     posterior = Posterior(
-        system, coef, solver=solver, solver_options=options, factorization=fact if exact else None, samples=samples
+        system,
+        coef,
+        solver=solver,
+        solver_options=options,
+        factorization=fact if exact else None,
+        samples=samples,
+        variance_factorization=None if exact else fact,
     )
     if exact and exact_samples:
         samples = posterior.samples = posterior.sample(n_samples, rng)

@@ -68,6 +68,10 @@ class Posterior:
         The exact solver's factorisation.
     samples : array of shape (d, k), optional
         Zero-mean draws from the fit (iterative solvers; optional for exact).
+    variance_factorization : ExactFactorization, optional
+        An iterative fit's exact factorisation (formed where it is cheap):
+        predictive variances and the covariance factor come from it, with
+        no Monte Carlo error, while draws still come from the solves.
 
     Attributes
     ----------
@@ -75,8 +79,11 @@ class Posterior:
     prior : float or array of shape (d,)
     """
 
-    def __init__(self, system, mean, *, solver, solver_options=None, factorization=None, samples=None):
+    def __init__(
+        self, system, mean, *, solver, solver_options=None, factorization=None, samples=None, variance_factorization=None
+    ):
         self.mean = mean
+        self.variance_factorization = variance_factorization
         self.alpha = system.alpha
         self.prior = system.prior
         self.solver = solver
@@ -134,24 +141,29 @@ class Posterior:
         warn_if_stopped_short(results, self.solver, options.get("tol", 0.0), during="posterior sampling")
         return out[0] if len(out) == 1 else xp.concat(out, axis=1)
 
+    @property
+    def _exact(self):
+        """The factorisation that answers variances exactly, if any."""
+        return self.factorization if self.factorization is not None else self.variance_factorization
+
     def covariance_factor(self):
         """``(F, weight)`` with ``H^-1 ~ weight F F^T``: exact, or the Monte Carlo estimate from the fit's samples."""
-        if self.factorization is not None and np.ndim(self.prior) != 0:
-            return self.factorization.covariance_factor(self.alpha, self.prior), 1.0
+        if self._exact is not None and np.ndim(self.prior) != 0:
+            return self._exact.covariance_factor(self.alpha, self.prior), 1.0
         if self.samples is None:
             raise NotImplementedError("No covariance factor is formed for this posterior.")
         return self.samples, 1.0 / self.samples.shape[1]
 
     def variance(self, rows):
         """``diag(X H^-1 X^T)`` for the rows of a feature operator: exact, or from the fit's samples."""
-        if self.factorization is not None:
-            return self.factorization.inverse_quadratic_forms(self.alpha, self.prior, rows)
+        if self._exact is not None:
+            return self._exact.inverse_quadratic_forms(self.alpha, self.prior, rows)
         P = rows.matmat(self.samples)
         return self.xp.mean(P * P, axis=1)
 
     def logdet(self, random_state=None):
         """``log det H``: exact, or a stochastic Lanczos estimate (needs the training data)."""
-        if self.factorization is not None:
-            return self.factorization.logdet(self.alpha, self.prior)
+        if self._exact is not None:
+            return self._exact.logdet(self.alpha, self.prior)
         return logdet_slq(self._require_data("The log-determinant"), random_state=random_state)
 

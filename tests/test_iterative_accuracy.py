@@ -148,3 +148,23 @@ def test_every_solve_of_the_fit_is_checked():
     res.solver_results.insert(0, short)  # an early solve that stopped short, the last one fine
     with pytest.warns(ConvergenceWarning, match="relative residual 3.00e-03"):
         warn_if_unconverged(res, solver="cg", solver_tol=1e-8, max_iter=300, tol=1e-3)
+
+
+@pytest.mark.parametrize("solver", ["cg", "sgd"])
+@pytest.mark.parametrize("shape", [(60, 150), (200, 20)])
+def test_predictive_std_is_exact_where_the_spectrum_is_cheap(solver, shape):
+    X, y = _wide(*shape, seed=1)
+    Xq = np.random.default_rng(5).standard_normal((40, shape[1]))
+    ref = BayesianLinearRegressor(solver="exact").fit(X, y)
+    est = BayesianLinearRegressor(solver=solver, random_state=0).fit(X, y)
+    # Dense reference of the weight-uncertainty part at the estimator's own
+    # hyperparameters: diag(Xc H^-1 Xc^T), Xc centred by the training mean.
+    Xc, Xqc = X - X.mean(0), Xq - X.mean(0)
+    H = est.alpha_ * Xc.T @ Xc + est.lambda_ * np.eye(shape[1])
+    weight_var = np.einsum("ij,ji->i", Xqc, np.linalg.solve(H, Xqc.T))
+    _, std = est.predict(Xq, return_std=True)
+    assert_allclose(std**2 - 1 / est.alpha_, weight_var, rtol=1e-10)
+    # And against the exact solver: the iterative loop also stops on the
+    # hyperparameters' relative change (tol), so it may stop a step apart.
+    _, ref_std = ref.predict(Xq, return_std=True)
+    assert_allclose(std, ref_std, rtol=est.tol)
