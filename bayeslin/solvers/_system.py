@@ -20,12 +20,15 @@ class DataStatistics:
         ``max_i w_i ||phi_i||^2`` (sgd).
     gram_diagonal : array of shape (d,) or None
         ``diag(Phi^T W Phi)`` (cg's Jacobi preconditioner).
+    nystrom : NystromApproximation or None
+        Randomized Nystrom approximation of ``Phi^T W Phi`` (cg's Nystrom preconditioner).
     """
 
     def __init__(self):
         self.gram_lmax = None
         self.max_row_sq_norm = None
         self.gram_diagonal = None
+        self.nystrom = None
 
 
 class PosteriorPrecision:
