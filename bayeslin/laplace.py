@@ -134,7 +134,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
             tol=self.solver_tol,
             max_iter=self.solver_max_iter,
             batch_size=self.batch_size,
-            float32=str(dtype).endswith("float32"),
+            float32="float32" in str(dtype),
         )
         if solver == "cg" and self.normalize == "g-prior":
             # The g-prior makes H's diagonal span the curvature's range
