@@ -324,12 +324,18 @@ DECIDE_RTOL = 0.02
 
 
 def _too_uncertain(gammas, gamma_se, n_eff, tune_alpha):
-    """Whether the Monte Carlo error of gamma exceeds DECIDE_RTOL of what the updates divide by it."""
-    rel = gamma_se / np.maximum(gammas, np.finfo(float).tiny)
-    if tune_alpha:
-        gamma, se = float(np.sum(gammas)), float(np.sqrt(np.sum(gamma_se**2)))
-        rel = np.append(rel, se / max(n_eff - gamma, np.finfo(float).tiny))
-    return bool(np.max(rel) > DECIDE_RTOL)
+    """Whether the Monte Carlo error of gamma exceeds DECIDE_RTOL of gamma or of ``n - gamma``.
+
+    Only fits that tune the noise: the runaway into the interpolation corner
+    goes through the noise update ``(n - gamma) / sse``. Fits of the prior
+    alone (the classifier) report the standard error without adding samples,
+    whose cost per-group uncertainties (small layers) would multiply.
+    """
+    if not tune_alpha:
+        return False
+    tiny = np.finfo(float).tiny
+    gamma, se = float(np.sum(gammas)), float(np.sqrt(np.sum(gamma_se**2)))
+    return se > DECIDE_RTOL * max(min(gamma, n_eff - gamma), tiny)
 
 
 def log_evidence(n_eff, d, alpha, lam, sse, coef_sq, logdet, priors):

@@ -146,10 +146,10 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
     effective_dim_se_ : float
         Monte Carlo standard error of ``effective_dim_`` (0.0 when it is
         exact: ``solver='exact'``, or ``cg``/``sgd`` where ``min(n, d)`` is
-        small enough for the exact spectrum). The iterative solvers add
-        posterior samples (up to 16 times ``n_samples``) while it exceeds 2%
-        of ``effective_dim_`` or of ``n - effective_dim_``, and warn if it
-        still does.
+        small enough for the exact spectrum). Otherwise the iterative
+        solvers add posterior samples (up to 16 times ``n_samples``) while it
+        exceeds 2% of ``effective_dim_`` or of ``n - effective_dim_``, and
+        warn if it still does.
     n_iter_ : int
         Evidence iterations performed.
     scores_ : ndarray of shape (`n_iter_` + 1,)
