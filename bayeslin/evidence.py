@@ -34,6 +34,7 @@ from .solvers.exact import PosteriorMean, group_sums
 
 __all__ = [
     "EvidenceResult",
+    "exact_traces_affordable",
     "fit_evidence",
     "estimate_effective_dims",
     "expand_prior",
@@ -72,6 +73,8 @@ class EvidenceResult:
         The posterior at the final hyperparameters.
     solver_results : list of SolverResult
         One per iterative solve, without the solutions (empty for exact).
+    gamma_se : ndarray of shape (n_groups,)
+        Monte Carlo standard error of ``gammas`` (zeros where exact).
     """
 
     coef: object
@@ -84,6 +87,7 @@ class EvidenceResult:
     scores: list
     posterior: Posterior
     solver_results: list = field(default_factory=list)
+    gamma_se: np.ndarray = None
 
     @property
     def lambda_(self):
@@ -95,10 +99,50 @@ class EvidenceResult:
         """Total effective number of parameters."""
         return float(np.sum(self.gammas))
 
+    @property
+    def effective_dim_se(self):
+        """Monte Carlo standard error of :attr:`effective_dim` (0 when exact; groups taken as independent)."""
+        return 0.0 if self.gamma_se is None else float(np.sqrt(np.sum(self.gamma_se**2)))
+
+
+# The iterative path takes the effective dimension and log det H exactly from
+# the spectrum of the smaller of Phi^T W Phi and W^1/2 Phi Phi^T W^1/2 when
+# forming it costs at most about this many block products with H (its
+# n d min(n, d) flops against 2 n d (k + 1) per product): then it is cheaper
+# than one evidence step, and it removes the Monte Carlo noise that can walk
+# the MacKay updates into the interpolation corner (gamma -> n, alpha -> inf).
+EXACT_TRACE_PRODUCTS = 32
+
+
+def exact_traces_affordable(features, n_samples, scalar_prior=True):
+    """Whether the exact spectrum of the data term is cheaper than about one evidence step.
+
+    Parameters
+    ----------
+    features : FeatureOperator
+    n_samples : int
+        Posterior samples solved alongside the mean.
+    scalar_prior : bool, default=True
+        A per-parameter prior needs the ``d x d`` Gram matrix (and one
+        Cholesky factor per step), so ``d`` is the side that counts.
+
+    Returns
+    -------
+    bool
+    """
+    n, d = features.shape
+    side = min(n, d) if scalar_prior else d
+    needs = "gram" if (d <= n or not scalar_prior) else "kernel"
+    return side <= 2 * EXACT_TRACE_PRODUCTS * (n_samples + 1) and callable(getattr(features, needs, None))
+
 
 def warn_if_unconverged(result, *, solver, solver_tol, max_iter, tol):
-    """Warn (ConvergenceWarning) if the fit's last solve stopped short or the evidence updates did not settle."""
-    warn_if_stopped_short(result.solver_results[-1:], solver, solver_tol)
+    """Warn (ConvergenceWarning) if any solve of the fit stopped short or the evidence updates did not settle.
+
+    Every solve counts, not only the last: the ones that drive the evidence
+    updates decide where the hyperparameters land.
+    """
+    warn_if_stopped_short(result.solver_results, solver, solver_tol)
     if not result.converged and max_iter > 1:
         warnings.warn(
             f"The evidence updates did not converge within max_iter={max_iter} iterations (tol={tol:g}); "
@@ -114,7 +158,9 @@ def expand_prior(lambdas, groups, scale, xp, dtype, device_=None):
     return A if scale is None else A * scale
 
 
-def estimate_effective_dims(system, samples, data_images, draws, rhs=None, groups=None, noise_estimate=True):
+def estimate_effective_dims(
+    system, samples, data_images, draws, rhs=None, groups=None, noise_estimate=True, return_se=False
+):
     """Estimate ``gamma_g = Tr_g(H^-1 M)``, ``M = alpha Phi^T W Phi``, per group from posterior samples.
 
     Each draw ``z_j = H^-1 r_j`` gives unbiased estimates. With ``r_i`` the
@@ -150,11 +196,21 @@ def estimate_effective_dims(system, samples, data_images, draws, rhs=None, group
         Parameter groups (one when None).
     noise_estimate : bool, default=True
         Combine the third estimate ``c`` too (one group only).
+    return_se : bool, default=False
+        Also return the Monte Carlo standard error of each estimate (0 when
+        exact; ``inf`` from a single sample).
 
     Returns
     -------
     gammas : ndarray of shape (n_groups,)
+    se : ndarray of shape (n_groups,)
+        Only with ``return_se``.
     """
+    gammas, se = _estimate_effective_dims(system, samples, data_images, draws, rhs, groups, noise_estimate)
+    return (gammas, se) if return_se else gammas
+
+
+def _estimate_effective_dims(system, samples, data_images, draws, rhs, groups, noise_estimate):
     xp = system.xp
     d, k = samples.shape
     n = data_images.shape[0]
@@ -166,9 +222,9 @@ def estimate_effective_dims(system, samples, data_images, draws, rhs=None, group
     if diag is not None:
         # H^-1 known exactly: gamma_g = |g| - sum_{j in g} A_jj (H^-1)_jj.
         if scalar_prior:
-            return np.array([float(d - prior * np.sum(diag))])
+            return np.array([float(d - prior * np.sum(diag))]), np.zeros(1)
         Ad = to_numpy(prior) * diag
-        return sizes - np.array([np.sum(Ad[a:b]) for a, b in groups])
+        return sizes - np.array([np.sum(Ad[a:b]) for a, b in groups]), np.zeros(len(groups))
     if len(groups) == 1:
         a = to_numpy(alpha * xp.sum(data_images * data_images, axis=0))[None, :]
     else:
@@ -182,29 +238,35 @@ def estimate_effective_dims(system, samples, data_images, draws, rhs=None, group
         xi = draws.xi
         c = n - to_numpy(xp.sum(xi * xi, axis=0) - alpha**0.5 * xp.sum(xi * data_images, axis=0))
         if k < 2:
-            return a[:, 0]
+            return a[:, 0], np.full(1, np.inf)
         # gamma lies in [0, min(n, d)]; a noisy estimate must not leave it.
-        return np.array([np.clip(min_variance_mean(np.stack([a[0], b[0], c], axis=1)), 0.0, min(n, d))])
+        mean, se = min_variance_mean(np.stack([a[0], b[0], c], axis=1), return_se=True)
+        return np.array([np.clip(mean, 0.0, min(n, d))]), np.array([se])
     if k < 2:
-        gammas = a[:, 0]
-    else:
-        gammas = np.array([min_variance_mean(np.stack([a[g], b[g]], axis=1)) for g in range(len(groups))])
-    return np.clip(gammas, 0.0, sizes)
+        return np.clip(a[:, 0], 0.0, sizes), np.full(len(groups), np.inf)
+    pairs = [min_variance_mean(np.stack([a[g], b[g]], axis=1), return_se=True) for g in range(len(groups))]
+    gammas = np.array([m for m, _ in pairs])
+    return np.clip(gammas, 0.0, sizes), np.array([se for _, se in pairs])
 
 
-def min_variance_mean(estimates):
+def min_variance_mean(estimates, return_se=False):
     """Mean of the affine combination of unbiased estimates with the smallest empirical variance.
 
     Parameters
     ----------
     estimates : array of shape (k, m)
         ``k`` draws of ``m`` unbiased estimates of one quantity (k >= 2).
+    return_se : bool, default=False
+        Also return the standard error of the mean, ``std(estimates @ w) / sqrt(k)``
+        with ``k - m`` degrees of freedom (``inf`` when ``k <= m``).
 
     Returns
     -------
     float
         ``mean(estimates @ w)`` with ``sum(w) = 1`` minimising the
         empirical variance of ``estimates @ w``.
+    float
+        The standard error (only with ``return_se``).
     """
     m = estimates.shape[1]
     cov = np.cov(estimates, rowvar=False, bias=True).reshape(m, m)
@@ -212,7 +274,15 @@ def min_variance_mean(estimates):
     cov = cov + 1e-10 * max(np.trace(cov), np.finfo(float).tiny) * np.eye(m)
     weights = np.linalg.solve(cov, np.ones(m))
     weights /= weights.sum()
-    return float(np.mean(estimates @ weights))
+    combined = estimates @ weights
+    if return_se:
+        # The m - 1 free weights are fitted to the same k draws: k - m degrees
+        # of freedom are left (none with k <= m, where a combination of zero
+        # empirical variance always exists).
+        k = combined.shape[0]
+        se = float(np.std(combined, ddof=m) / np.sqrt(k)) if k > m else np.inf
+        return float(np.mean(combined)), se
+    return float(np.mean(combined))
 
 
 def spanned_inverse_diagonal(samples, rhs):
@@ -243,6 +313,29 @@ def spanned_inverse_diagonal(samples, rhs):
         return None
     # (Z Y^T G^-1)_ii with G = Y Y^T symmetric.
     return np.sum(to_numpy(samples) * np.linalg.solve(gram, Y), axis=1)
+
+
+# The iterative path doubles its posterior samples, up to this factor, while
+# the effective dimension is too uncertain to decide the evidence updates.
+MAX_SAMPLE_GROWTH = 16
+# Relative standard error of gamma (and of n - gamma, the noise update's
+# numerator) above which the updates are undecided.
+DECIDE_RTOL = 0.02
+
+
+def _too_uncertain(gammas, gamma_se, n_eff, tune_alpha):
+    """Whether the Monte Carlo error of gamma exceeds DECIDE_RTOL of gamma or of ``n - gamma``.
+
+    Only fits that tune the noise: the runaway into the interpolation corner
+    goes through the noise update ``(n - gamma) / sse``. Fits of the prior
+    alone (the classifier) report the standard error without adding samples,
+    whose cost per-group uncertainties (small layers) would multiply.
+    """
+    if not tune_alpha:
+        return False
+    tiny = np.finfo(float).tiny
+    gamma, se = float(np.sum(gammas)), float(np.sqrt(np.sum(gamma_se**2)))
+    return se > DECIDE_RTOL * max(min(gamma, n_eff - gamma), tiny)
 
 
 def log_evidence(n_eff, d, alpha, lam, sse, coef_sq, logdet, priors):
@@ -283,6 +376,7 @@ def fit_evidence(
     solver_options=None,
     warm=None,
     logdet=None,
+    exact_traces="auto",
     callback=None,
 ):
     """Run the evidence loop and return an :class:`EvidenceResult`.
@@ -340,6 +434,12 @@ def fit_evidence(
         Initial iterates.
     logdet : callable, optional
         ``logdet(system) -> float`` for the scores of iterative solvers.
+    exact_traces : {'auto', True, False}, default='auto'
+        Iterative solvers: take the effective dimension, ``log det H`` and
+        the posterior's predictive variances from the exact spectrum of the data term
+        (the exact factorisation, formed once) instead of the samples.
+        ``'auto'``: when that costs less than about one evidence step (see
+        :func:`exact_traces_affordable`).
     callback : callable, optional
         Called as ``callback(iteration, alpha, lambda, gamma, solver_result)``
         (``lambda`` one number for one group, else one per group).
@@ -376,6 +476,12 @@ def fit_evidence(
         fact, draws = ExactFactorization(features, sqrt_weights), None
     else:
         fact, draws = None, SampleDraws(system, n_samples, rng)
+        if exact_traces == "auto":
+            exact_traces = exact_traces_affordable(features, n_samples, scalar_prior)
+        if exact_traces:
+            # The solves still give the mean and the samples; the traces come
+            # from the factorisation, with no Monte Carlo error.
+            fact = ExactFactorization(features, sqrt_weights)
         solve = SOLVERS[solver]
         solve_options = dict(options, random_state=rng) if solver == "sgd" else options
     if lambda_band is not None:
@@ -388,6 +494,8 @@ def fit_evidence(
 
     coef, samples = (None, None) if warm is None else warm
     results, scores = [], []
+    gamma_se = np.zeros(len(group_list))
+    max_samples = n_samples * MAX_SAMPLE_GROWTH
 
     def e_step(system):
         """Solve at the system's hyperparameters; return (SolverResult or None, mean, sse, gammas)."""
@@ -397,6 +505,7 @@ def fit_evidence(
         if exact:
             mean = fact.posterior_mean(alpha, prior, rhs_mean, y=targets)
             gammas = fact.effective_dims(alpha, prior, None if scalar_prior else group_list)
+            gamma_se[:] = 0.0
             sse = mean.sse
             if sse is None and (tune_alpha or compute_score):
                 sse = _weighted_sse(xp, targets - features.matmat(mean.coef[:, None])[:, 0], w)
@@ -411,13 +520,17 @@ def fit_evidence(
         P = features.matmat(res.solution)
         sse = _weighted_sse(xp, targets - P[:, 0], w) if targets is not None else None
         images = P[:, 1:] if w is None else P[:, 1:] * sqrt_weights[:, None]
-        gammas = estimate_effective_dims(
-            system, samples, images, draws, sample_rhs, None if scalar_prior else group_list, noise_estimate
-        )
+        if fact is not None:
+            gammas = fact.effective_dims(alpha, prior, None if scalar_prior else group_list)
+            gamma_se[:] = 0.0
+        else:
+            gammas, gamma_se[:] = estimate_effective_dims(
+                system, samples, images, draws, sample_rhs, None if scalar_prior else group_list, noise_estimate, True
+            )
         return res, PosteriorMean(coef), sse, gammas
 
     def score(system, mean, sse):
-        ld = fact.logdet(system.alpha, system.prior) if exact else logdet(system)
+        ld = fact.logdet(system.alpha, system.prior) if fact is not None else logdet(system)
         return log_evidence(n_eff, d, system.alpha, system.prior, sse, mean.coef_sq, ld, priors)
 
     alpha_1, alpha_2, lambda_1, lambda_2 = priors
@@ -434,6 +547,17 @@ def fit_evidence(
             scores.append(score(system, mean, sse))
         if callback is not None:
             callback(it, alpha, lambdas[0] if len(lambdas) == 1 else lambdas.copy(), float(np.sum(gammas)), res)
+        if draws is not None and draws.n_samples < max_samples and _too_uncertain(gammas, gamma_se, n_eff, tune_alpha):
+            # The updates would follow Monte Carlo noise rather than the
+            # evidence (near gamma ~ n it walks into the interpolation
+            # corner, a fixed point of the updates): add samples and redo
+            # the E-step at the same hyperparameters.
+            k = draws.n_samples
+            draws.extend(system, min(k, max_samples - k), rng)
+            if samples is not None:
+                added = draws.rhs(alpha, system.prior)[:, k:]
+                samples = xp.concat([samples, system.prior_solve(added)], axis=1)
+            continue
         new_lambdas, new_alpha = lambdas, alpha
         if tune_lambda:
             if scalar_prior:
@@ -472,8 +596,27 @@ def fit_evidence(
         results.append(res)
     if compute_score:
         scores.append(score(system, mean, sse))
+    if draws is not None and (tune_alpha or tune_lambda) and _too_uncertain(gammas, gamma_se, n_eff, tune_alpha):
+        gamma = float(np.sum(gammas))
+        warnings.warn(
+            f"The effective dimension is too uncertain to decide the evidence updates with "
+            f"{draws.n_samples} posterior samples: {gamma:.4g} +- {float(np.sqrt(np.sum(gamma_se**2))):.2g} "
+            f"(Monte Carlo standard error), so alpha and lambda carry about that relative error; "
+            f"increase n_samples, or use solver='exact' if the problem is small enough.",
+            ConvergenceWarning,
+        )
     coef = mean.coef
-    posterior = Posterior(system, coef, solver=solver, solver_options=options, factorization=fact, samples=samples)
+    # Only the exact solver's posterior answers from the factorisation: the
+    # iterative ones draw by their own solves (what their users reproduce).
+    posterior = Posterior(
+        system,
+        coef,
+        solver=solver,
+        solver_options=options,
+        factorization=fact if exact else None,
+        samples=samples,
+        variance_factorization=None if exact else fact,
+    )
     if exact and exact_samples:
         samples = posterior.samples = posterior.sample(n_samples, rng)
     return EvidenceResult(
@@ -487,6 +630,7 @@ def fit_evidence(
         scores=scores,
         posterior=posterior,
         solver_results=results,
+        gamma_se=gamma_se.copy(),
     )
 
 

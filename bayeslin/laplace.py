@@ -179,8 +179,16 @@ class _LinearisedLaplaceBase(BaseEstimator):
             return self.solver
         return "exact" if d <= _EXACT_MAX_PARAMS else "cg"
 
-    def _solver_options(self, solver):
-        options = solver_options(solver, tol=self.solver_tol, max_iter=self.solver_max_iter, batch_size=self.batch_size)
+    def _solver_options(self, solver, dtype=np.float64):
+        # A float32 network's products with H carry float32 rounding: the
+        # float64 default tolerance only buys more iterations.
+        options = solver_options(
+            solver,
+            tol=self.solver_tol,
+            max_iter=self.solver_max_iter,
+            batch_size=self.batch_size,
+            float32="float32" in str(dtype),
+        )
         if solver == "cg" and self.normalize == "g-prior":
             # The g-prior makes H's diagonal span the curvature's range
             # (orders of magnitude): Jacobi undoes exactly that scaling.
@@ -221,7 +229,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
         groups = self._groups(jac)
         lambdas, tune_lambda = self._lambda_start(len(groups))
         scale = self._prior_scale(features, alpha_init)
-        options = self._solver_options(solver)
+        options = self._solver_options(solver, features.dtype)
         result = fit_evidence(
             features,
             targets,
@@ -252,6 +260,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
         self.n_params_ = d
         self.lambda_ = float(result.lambdas[0]) if self.prior_structure == "scalar" else np.asarray(result.lambdas)
         self.effective_dim_ = result.effective_dim
+        self.effective_dim_se_ = result.effective_dim_se
         self.n_iter_ = result.n_iter
         self.tangent_mode_ = to_numpy(result.coef)
         self.posterior_samples_ = to_numpy(result.samples).T
@@ -470,6 +479,10 @@ default=None
         Prior precision (per layer when ``prior_structure='layerwise'``).
     effective_dim_ : float
         Effective number of parameters ``Tr(H^-1 J^T B J)``.
+    effective_dim_se_ : float
+        Monte Carlo standard error of ``effective_dim_`` (0.0 when it is
+        exact: the exact solver, or an iterative one on a problem small
+        enough for the exact spectrum).
     n_params_ : int
         Number of network parameters (weights and biases).
     n_iter_ : int

@@ -162,6 +162,13 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         Estimated weight (prior) precision.
     effective_dim_ : float
         Effective number of parameters ``gamma`` at the optimum.
+    effective_dim_se_ : float
+        Monte Carlo standard error of ``effective_dim_`` (0.0 when it is
+        exact: ``solver='exact'``, or ``cg``/``sgd`` where ``min(n, d)`` is
+        small enough for the exact spectrum). Otherwise the iterative
+        solvers add posterior samples (up to 16 times ``n_samples``) while it
+        exceeds 2% of ``effective_dim_`` or of ``n - effective_dim_``, and
+        warn if it still does.
     n_iter_ : int
         Evidence iterations performed.
     scores_ : ndarray of shape (`n_iter_` + 1,)
@@ -467,6 +474,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         self.alpha_ = result.alpha
         self.lambda_ = result.lambda_
         self.effective_dim_ = result.effective_dim
+        self.effective_dim_se_ = result.effective_dim_se
         self.n_iter_ = result.n_iter
         if self.compute_score:
             self.scores_ = np.asarray(result.scores)

@@ -69,6 +69,10 @@ class Posterior:
         The exact solver's factorisation.
     samples : array of shape (d, k), optional
         Zero-mean draws from the fit (iterative solvers; optional for exact).
+    variance_factorization : ExactFactorization, optional
+        An iterative fit's exact factorisation (formed where it is cheap):
+        predictive variances and the covariance factor come from it, with
+        no Monte Carlo error, while draws still come from the solves.
 
     Attributes
     ----------
@@ -76,8 +80,11 @@ class Posterior:
     prior : float or array of shape (d,)
     """
 
-    def __init__(self, system, mean, *, solver, solver_options=None, factorization=None, samples=None):
+    def __init__(
+        self, system, mean, *, solver, solver_options=None, factorization=None, samples=None, variance_factorization=None
+    ):
         self.mean = mean
+        self.variance_factorization = variance_factorization
         self.alpha = system.alpha
         self.prior = system.prior
         self.solver = solver
@@ -135,13 +142,19 @@ class Posterior:
         warn_if_stopped_short(results, self.solver, options.get("tol", 0.0), during="posterior sampling")
         return out[0] if len(out) == 1 else xp.concat(out, axis=1)
 
+    @property
+    def _exact(self):
+        """The factorisation that answers variances exactly, if any."""
+        return self.factorization if self.factorization is not None else self.variance_factorization
+
     def covariance_factor(self):
         """``(F, weight)`` with ``H^-1 ~ weight F F^T``: exact, or the Monte Carlo estimate from the fit's samples.
 
-        Exact whenever there is a factorisation: ``d x d`` for a diagonal
+        Exact whenever there is a factorisation (the exact solver's, or the
+        one an iterative fit formed for its traces): ``d x d`` for a diagonal
         prior, ``d x noise_rows`` for a scalar one.
         """
-        fact = self.factorization
+        fact = self._exact
         if fact is not None and np.ndim(self.prior) != 0:
             return fact.covariance_factor(self.alpha, self.prior), 1.0
         if fact is not None:
@@ -155,8 +168,8 @@ class Posterior:
 
     def variance(self, rows):
         """``diag(X H^-1 X^T)`` for the rows of a feature operator: exact, or from the fit's samples."""
-        if self.factorization is not None:
-            return self.factorization.inverse_quadratic_forms(self.alpha, self.prior, rows)
+        if self._exact is not None:
+            return self._exact.inverse_quadratic_forms(self.alpha, self.prior, rows)
         P = rows.matmat(self.samples)
         return self.xp.mean(P * P, axis=1)
 
@@ -168,14 +181,14 @@ class Posterior:
         (``d x d`` memory and a cubic cost in the smaller of ``n`` and ``d``),
         without keeping the factorisation.
         """
-        if self.factorization is not None:
-            return self.factorization.covariance(self.alpha, self.prior)
+        if self._exact is not None:
+            return self._exact.covariance(self.alpha, self.prior)
         system = self._require_data("The dense covariance")
         return ExactFactorization(system.features, system.sqrt_weights).covariance(self.alpha, self.prior)
 
     def logdet(self, random_state=None):
         """``log det H``: exact, or a stochastic Lanczos estimate (needs the training data)."""
-        if self.factorization is not None:
-            return self.factorization.logdet(self.alpha, self.prior)
+        if self._exact is not None:
+            return self._exact.logdet(self.alpha, self.prior)
         return logdet_slq(self._require_data("The log-determinant"), random_state=random_state)
 

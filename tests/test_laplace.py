@@ -573,3 +573,32 @@ def test_exact_laplace_pickle_is_sized_by_the_model():
     Xq = X[:5]
     assert_allclose(loaded.predict_proba(Xq), clf.predict_proba(Xq), rtol=1e-12)
     assert_allclose(loaded.sample_posterior(2, random_state=0), clf.sample_posterior(2, random_state=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["cg", "sgd"])
+def test_iterative_regressor_predictive_std_is_exact_on_a_small_network(solver):
+    # Where the exact factorisation is cheap (a few hundred parameters) the
+    # iterative fit takes its variances from it: no Monte Carlo error left,
+    # only rounding (fixed hyperparameters, so the dense reference is exact).
+    X, y = make_regression(n_outputs=2)
+    net = fitted_regressor_net(X, y)
+    D = DenseGGN(net, X, y)
+    Xq = _query(X)
+    Dq = DenseGGN(net, Xq, np.zeros((Xq.shape[0], 2)))
+    alpha, lam = 3.0, 0.5
+    reg = LinearisedLaplaceRegressor(
+        FrozenEstimator(net), solver=solver, prior_precision=lam, noise_precision=alpha, random_state=0
+    ).fit(X, y)
+    cov = np.linalg.inv(alpha * D.G + lam * np.eye(D.d))
+    var = np.einsum("ij,jk,ik->i", Dq.J, cov, Dq.J).reshape(-1, 2) + 1 / alpha
+    _, std = reg.predict(Xq, return_std=True)
+    assert_allclose(std, np.sqrt(var), rtol=1e-6)
+    assert reg.effective_dim_se_ == 0.0
+
+
+def test_float32_network_gets_the_float32_solver_tolerance():
+    from bayeslin.solvers import solver_options
+
+    reg = LinearisedLaplaceRegressor(MLPRegressor(), solver="cg")
+    assert reg._solver_options("cg", np.float32)["tol"] == solver_options("cg", float32=True)["tol"]
+    assert reg._solver_options("cg", np.float64)["tol"] == solver_options("cg")["tol"]

@@ -20,12 +20,15 @@ class DataStatistics:
         ``max_i w_i ||phi_i||^2`` (sgd).
     gram_diagonal : array of shape (d,) or None
         ``diag(Phi^T W Phi)`` (cg's Jacobi preconditioner).
+    nystrom : NystromApproximation or None
+        Randomized Nystrom approximation of ``Phi^T W Phi`` (cg's Nystrom preconditioner).
     """
 
     def __init__(self):
         self.gram_lmax = None
         self.max_row_sq_norm = None
         self.gram_diagonal = None
+        self.nystrom = None
 
 
 class PosteriorPrecision:
@@ -162,12 +165,29 @@ class SampleDraws:
     """
 
     def __init__(self, system, n_samples, rng):
+        self.prior_noise, self.xi, self.data_noise = self._draw(system, n_samples, rng)
+
+    @staticmethod
+    def _draw(system, n_samples, rng):
         xp, F = system.xp, system.features
         n, d = F.shape
-        self.prior_noise = standard_normal(rng, (d, n_samples), xp, system.dtype, F.device)
-        self.xi = standard_normal(rng, (n, n_samples), xp, system.dtype, F.device)
-        wxi = self.xi if system.sqrt_weights is None else self.xi * system.sqrt_weights[:, None]
-        self.data_noise = F.rmatmat(wxi)
+        prior_noise = standard_normal(rng, (d, n_samples), xp, system.dtype, F.device)
+        xi = standard_normal(rng, (n, n_samples), xp, system.dtype, F.device)
+        wxi = xi if system.sqrt_weights is None else xi * system.sqrt_weights[:, None]
+        return prior_noise, xi, F.rmatmat(wxi)
+
+    @property
+    def n_samples(self):
+        """Number of draws."""
+        return self.prior_noise.shape[1]
+
+    def extend(self, system, n_more, rng):
+        """Append ``n_more`` new draws (one more pass over ``Phi``); the existing ones are kept."""
+        xp = system.xp
+        new = self._draw(system, n_more, rng)
+        self.prior_noise, self.xi, self.data_noise = (
+            xp.concat([old, add], axis=1) for old, add in zip((self.prior_noise, self.xi, self.data_noise), new)
+        )
 
     def rhs(self, alpha, prior):
         """Return the right-hand sides ``r_j`` at ``(alpha, prior)``, shape (d, k)."""
