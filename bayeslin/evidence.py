@@ -28,6 +28,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from ._backend import create, scalar, to_numpy
+from .operators.features import CentringPrecisionError
 from .posterior import Posterior, warn_if_stopped_short
 from .solvers import SOLVERS, ExactFactorization, PosteriorPrecision, SampleDraws
 from .solvers.exact import PosteriorMean, group_sums
@@ -482,6 +483,13 @@ def fit_evidence(
             # The solves still give the mean and the samples; the traces come
             # from the factorisation, with no Monte Carlo error.
             fact = ExactFactorization(features, sqrt_weights)
+            try:
+                fact.logdet(alpha, prior_of(lambdas))  # factorises now
+            except CentringPrecisionError:
+                # A sparse X whose offset dwarfs its spread: the centred Gram
+                # matrix has lost its digits, but the solves centre each
+                # product, so the traces fall back to the samples.
+                fact = None
         solve = SOLVERS[solver]
         solve_options = dict(options, random_state=rng) if solver == "sgd" else options
     if lambda_band is not None:

@@ -614,13 +614,17 @@ class CenteredFeatures(FeatureOperator):
         # of float64's, so its bound is the square root of eps32 / eps64 wider.
         max_error = _CENTRING_MAX_ERROR * math.sqrt(eps / float(np.finfo(np.float64).eps))
         if eps * lost > max_error:
-            raise ValueError(
+            raise CentringPrecisionError(
                 f"The features' means are too large against their spread to centre a sparse matrix "
                 f"implicitly: the centred Gram/kernel would keep only about {max(0.0, -np.log10(eps * lost)):.0f} "
                 f"significant digits (sum of squares of the offset {lost:.3g} times the centred one). "
                 f"Use solver='cg', which centres each product, or centre X yourself (this densifies it) "
                 f"and fit again."
             )
+
+
+class CentringPrecisionError(ValueError):
+    """An implicitly centred sparse Gram or kernel matrix would lose most of its digits to the offset."""
 
 
 # Offset-to-spread ratio of a dense column above which products centre each
