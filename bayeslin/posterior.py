@@ -176,8 +176,9 @@ class Posterior:
     def covariance(self):
         """The dense covariance ``H^-1``, shape ``(d, d)``: exact, whatever the solver.
 
-        From the exact solver's factorisation; the iterative solvers'
-        posterior factorises its training features once for this call
+        From the factorisation the fit kept (the exact solver's, or the one
+        an iterative fit formed for its traces); otherwise the posterior
+        factorises its training features once for this call
         (``d x d`` memory and a cubic cost in the smaller of ``n`` and ``d``),
         without keeping the factorisation.
         """

@@ -260,7 +260,8 @@ def test_posterior_draws_match_dense_covariance(multiclass, solver):
     assert_gaussian_draws(draws, D.w, np.linalg.inv(D.precision(lam)))
 
 
-def test_regressor_predictive_std_matches_dense():
+def _exact_regressor_and_dense_function_variance():
+    """An exact two-output Laplace regressor fit, its data, query points and ``diag(J H^-1 J^T)`` there (dense GGN)."""
     X, y = make_regression(n_outputs=2)
     net = fitted_regressor_net(X, y)
     D = DenseGGN(net, X, y)
@@ -268,7 +269,12 @@ def test_regressor_predictive_std_matches_dense():
     Dq = DenseGGN(net, Xq, np.zeros((Xq.shape[0], 2)))
     reg = LinearisedLaplaceRegressor(FrozenEstimator(net), solver="exact", max_iter=200).fit(X, y)
     cov = np.linalg.inv(reg.alpha_ * D.G + reg.lambda_ * np.eye(D.d))
-    var = np.einsum("ij,jk,ik->i", Dq.J, cov, Dq.J).reshape(-1, 2) + 1 / reg.alpha_
+    return reg, net, X, y, Xq, np.einsum("ij,jk,ik->i", Dq.J, cov, Dq.J).reshape(-1, 2)
+
+
+def test_regressor_predictive_std_matches_dense():
+    reg, net, X, y, Xq, var_f = _exact_regressor_and_dense_function_variance()
+    var = var_f + 1 / reg.alpha_
     mean, std = reg.predict(Xq, return_std=True)
     assert mean.shape == std.shape == (Xq.shape[0], 2)
     assert_allclose(mean, net.predict(Xq))
@@ -508,14 +514,7 @@ def _softmax_axis1(f):
 
 
 def test_regressor_function_space_std_matches_dense():
-    X, y = make_regression(n_outputs=2)
-    net = fitted_regressor_net(X, y)
-    D = DenseGGN(net, X, y)
-    Xq = _query(X)
-    Dq = DenseGGN(net, Xq, np.zeros((Xq.shape[0], 2)))
-    reg = LinearisedLaplaceRegressor(FrozenEstimator(net), solver="exact", max_iter=200).fit(X, y)
-    cov = np.linalg.inv(reg.alpha_ * D.G + reg.lambda_ * np.eye(D.d))
-    var = np.einsum("ij,jk,ik->i", Dq.J, cov, Dq.J).reshape(-1, 2)
+    reg, _, _, _, Xq, var = _exact_regressor_and_dense_function_variance()
     _, std_f = reg.predict(Xq, return_std=True, include_noise=False)
     assert_allclose(std_f, np.sqrt(var), rtol=1e-6)
     _, std_y = reg.predict(Xq, return_std=True)
