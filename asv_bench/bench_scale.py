@@ -225,15 +225,7 @@ def case_bandwidth(dev, args):
     dtype = np.float32 if dev.gpu else np.float64
     X, _ = dense_data(dev, args.n, args.d, dtype)
     V = xp.ones((args.d, args.n_samples + 1), dtype=dtype)
-    for _ in range(2):  # warm-up: cuBLAS picks its kernels
-        X.T @ (X @ V)
-    dev.sync()
-    reps = 10
-    start = time.perf_counter()
-    for _ in range(reps):
-        X.T @ (X @ V)
-    dev.sync()
-    seconds = (time.perf_counter() - start) / reps
+    seconds = _timed(dev, lambda: X.T @ (X @ V), reps=10)
     moved = 2 * X.nbytes  # X is read once per product; V and P are small
     rate = moved / seconds
     peak = dev.peak_bandwidth()
@@ -318,14 +310,7 @@ def _copy_rate(dev, X):
         return None
     xp = dev.xp
     Y = xp.empty_like(X)
-    xp.copyto(Y, X)
-    dev.sync()
-    reps = 10
-    start = time.perf_counter()
-    for _ in range(reps):
-        xp.copyto(Y, X)
-    dev.sync()
-    seconds = (time.perf_counter() - start) / reps
+    seconds = _timed(dev, lambda: xp.copyto(Y, X), reps=10)
     del Y
     return 2 * X.nbytes / seconds
 
