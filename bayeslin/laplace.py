@@ -910,7 +910,7 @@ solver_tol, solver_max_iter, batch_size, device, parameters, jacobian_batch_size
         self._keep_network(network, jac, w)
         return self
 
-    def predict(self, X, return_std=False, include_noise=True):
+    def predict(self, X, return_std=False, include_noise=True, return_std_se=False):
         """Predict with the network, optionally with the predictive standard deviation.
 
         Parameters
@@ -920,11 +920,19 @@ solver_tol, solver_max_iter, batch_size, device, parameters, jacobian_batch_size
             Also return the predictive standard deviation: the spread of the
             linearised network under the posterior plus, with
             ``include_noise``, the noise ``1 / alpha_``. Exact for
-            ``solver_='exact'``, the Monte Carlo estimate from
-            ``posterior_samples_`` otherwise.
+            ``solver_='exact'`` and where the iterative fit formed the exact
+            factorisation (few parameters; ``effective_dim_se_ == 0``), the
+            Monte Carlo estimate from ``posterior_samples_`` otherwise.
         include_noise : bool, default=True
             Include the observation noise; False gives the function-space
             standard deviation of ``f(x)`` alone.
+        return_std_se : bool, default=False
+            Also return the Monte Carlo standard error of ``y_std`` (needs
+            ``return_std``): zero where ``y_std`` is exact; otherwise, with
+            ``k`` posterior samples and function variance ``v``, the estimate
+            of ``v`` has standard deviation ``v sqrt(2 / k)``, which moves
+            ``y_std`` by that over ``2 y_std``. It is the error at the
+            fitted hyperparameters (conditional on them).
 
         Returns
         -------
@@ -932,19 +940,29 @@ solver_tol, solver_max_iter, batch_size, device, parameters, jacobian_batch_size
             The network's prediction (the mean of the linearised predictive).
         y_std : ndarray, same shape as ``y_mean``
             Only if ``return_std``.
+        y_std_se : ndarray, same shape as ``y_mean``
+            Only if ``return_std_se``.
         """
+        if return_std_se and not return_std:
+            raise ValueError("return_std_se=True needs return_std=True: it is the standard error of y_std.")
         X, placement = self._check_X(X)
-        return self._guard_memory(lambda: self._predict(X, placement, return_std, include_noise), X.shape[0])
+        return self._guard_memory(
+            lambda: self._predict(X, placement, return_std, include_noise, return_std_se), X.shape[0]
+        )
 
-    def _predict(self, X, placement, return_std, include_noise):
+    def _predict(self, X, placement, return_std, include_noise, return_std_se=False):
         if not return_std:
             f = to_numpy(self._test_jacobian(X).outputs)
             return self._to_output(f[:, 0] if f.shape[1] == 1 else f, placement)
         f, var = self._output_moments(X)
-        std = np.sqrt(np.maximum(var, 0.0) + (1.0 / self.alpha_ if include_noise else 0.0))
+        var = np.maximum(var, 0.0)
+        std = np.sqrt(var + (1.0 / self.alpha_ if include_noise else 0.0))
+        # Without the noise a zero variance gives a zero std, and a zero error.
+        se = self._posterior.std_standard_error(np.where(std > 0, std, 1.0), var)
+        out = [f, std, se] if return_std_se else [f, std]
         if f.shape[1] == 1:
-            f, std = f[:, 0], std[:, 0]
-        return self._to_output(f, placement), self._to_output(std, placement)
+            out = [a[:, 0] for a in out]
+        return tuple(self._to_output(a, placement) for a in out)
 
 
 def _sigmoid(z):

@@ -533,7 +533,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
                 raise MemoryError(self._memory_advice(shape, self._placement.xp, self._fit_mean.coef.dtype)) from exc
             raise
 
-    def predict(self, X, return_std=False):
+    def predict(self, X, return_std=False, return_std_se=False):
         """Predict with the posterior mean, optionally with the predictive standard deviation.
 
         Parameters
@@ -543,9 +543,19 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         return_std : bool, default=False
             Also return the standard deviation of the predictive distribution,
             which includes the noise ``1 / alpha_`` (as BayesianRidge's).
-            Exact for ``solver='exact'``; for the iterative solvers the
+            Exact for ``solver='exact'``, and for ``'cg'``/``'sgd'`` where
+            the fit formed the exact spectrum (``effective_dim_se_ == 0``
+            with ``min(n, d)`` small enough); otherwise the
             weight-uncertainty part is the Monte Carlo estimate from the
-            ``n_samples`` posterior samples of the fit.
+            fit's posterior samples (``posterior_samples_``).
+        return_std_se : bool, default=False
+            Also return the Monte Carlo standard error of ``y_std`` (needs
+            ``return_std``): zero where ``y_std`` is exact; otherwise, with
+            ``k`` posterior samples and weight variance ``v``, the estimate of
+            ``v`` has standard deviation ``v sqrt(2 / k)``, which moves
+            ``y_std`` by that over ``2 y_std``. It is the error at the
+            fitted ``alpha_`` and ``lambda_`` (conditional on them). More
+            ``n_samples`` shrink it as ``1 / sqrt(n_samples)``.
 
         Returns
         -------
@@ -553,27 +563,40 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             In the namespace and on the device of ``X``.
         y_std : array of shape (n_samples,)
             Only if ``return_std``.
+        y_std_se : array of shape (n_samples,)
+            Only if ``return_std_se``.
         """
         check_is_fitted(self)
+        if return_std_se and not return_std:
+            raise ValueError("return_std_se=True needs return_std=True: it is the standard error of y_std.")
         if _dask.as_dask_array(X) is not None:  # Dask input: lazy, chunk by chunk (bayeslin/_dask.py)
             factor = self._covariance_factor() if return_std else None
-            return _dask.predict(self, _dask.as_dask_array(X), return_std, factor)
+            out = _dask.predict(self, _dask.as_dask_array(X), return_std, factor)
+            if not return_std_se:
+                return out
+            y_mean, y_std = out
+            return y_mean, y_std, self._posterior.std_standard_error(y_std, y_std**2 - 1.0 / self.alpha_)
         base, features, placement = self._test_features(X)
-        return self._guard_memory(lambda: self._predict(base, features, placement, return_std), base.shape[0])
+        return self._guard_memory(
+            lambda: self._predict(base, features, placement, return_std, return_std_se), base.shape[0]
+        )
 
     def _covariance_factor(self):
         """``C`` (d x r, on the host) with ``C C^T`` the posterior covariance of the weights (as ``predict`` uses it)."""
         factor, weight = self._posterior.covariance_factor()
         return to_numpy(factor) * weight**0.5
 
-    def _predict(self, base, features, placement, return_std):
+    def _predict(self, base, features, placement, return_std, return_std_se=False):
         xp = base.xp
         y_mean = base.matmat(self._fit_mean.coef[:, None])[:, 0] + self._intercept
         if not return_std:
             return placement.to_output(y_mean)
-        var = self._posterior.variance(features)
-        std = (xp.clip(var, 0.0, None) + 1.0 / self.alpha_) ** 0.5
-        return placement.to_output(y_mean), placement.to_output(std)
+        var = xp.clip(self._posterior.variance(features), 0.0, None)
+        std = (var + 1.0 / self.alpha_) ** 0.5
+        if not return_std_se:
+            return placement.to_output(y_mean), placement.to_output(std)
+        se = self._posterior.std_standard_error(std, var)
+        return placement.to_output(y_mean), placement.to_output(std), placement.to_output(se)
 
     @property
     def sigma_(self):

@@ -173,6 +173,34 @@ class Posterior:
         P = rows.matmat(self.samples)
         return self.xp.mean(P * P, axis=1)
 
+    @property
+    def variance_draws(self):
+        """Number of Monte Carlo draws behind :meth:`variance` (0 when it is exact)."""
+        return 0 if self._exact is not None else self.samples.shape[1]
+
+    def std_standard_error(self, std, variance):
+        """Monte Carlo standard error of predictive standard deviations ``std = sqrt(variance + c)``.
+
+        ``variance`` is what :meth:`variance` returned (clipped at zero) and
+        ``c >= 0`` a known constant (the noise variance, or 0). From ``k``
+        Gaussian draws ``x^T z_j ~ N(0, v)`` the estimate is ``v chi2_k / k``,
+        of standard deviation ``v sqrt(2 / k)``, taken at the estimate; the
+        delta method divides it by ``2 std``. Zero when the variance is
+        exact; ``std`` must be positive where ``variance`` is.
+
+        Parameters
+        ----------
+        std, variance : arrays of the same shape
+
+        Returns
+        -------
+        array, the shape of ``std``
+        """
+        k = self.variance_draws
+        if k == 0:
+            return std * 0.0
+        return (2.0 / k) ** 0.5 * variance / (2.0 * std)
+
     def covariance(self):
         """The dense covariance ``H^-1``, shape ``(d, d)``: exact, whatever the solver.
 

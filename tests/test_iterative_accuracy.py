@@ -206,3 +206,88 @@ def test_nystrom_preconditioned_cg_solves_with_fewer_iterations():
     approx = system.statistics.nystrom
     again = solve_cg(system.with_hyperparameters(20.0, 1e-2), R, tol=tol, preconditioner="nystrom", preconditioner_rank=60)
     assert again.converged and system.statistics.nystrom is approx
+
+
+# ---------------------------------------------------------------------------
+# Standard error of the predictive std (predict(..., return_std_se=True))
+# ---------------------------------------------------------------------------
+
+N_SE = 5.0  # as conftest.N_SE: standard errors a Monte Carlo quantity may deviate
+
+
+def test_predictive_std_se_is_zero_where_the_variance_is_exact():
+    X, y = _wide(60, 150)
+    Xq = np.random.default_rng(5).standard_normal((20, 150))
+    for solver in ["exact", "cg", "sgd"]:
+        est = BayesianLinearRegressor(solver=solver, random_state=0).fit(X, y)
+        mean, std, se = est.predict(Xq, return_std=True, return_std_se=True)
+        assert_allclose((mean, std), est.predict(Xq, return_std=True), rtol=1e-15)
+        assert np.all(se == 0.0)
+    with pytest.raises(ValueError, match="needs return_std=True"):
+        est.predict(Xq, return_std_se=True)
+
+
+def test_predictive_std_se_of_the_sampled_path_matches_the_known_spread():
+    # min(n, d) = 300 > 64 (n_samples + 1): the variances are sampled.
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((300, 300))
+    y = X @ (0.05 * rng.standard_normal(300)) + rng.standard_normal(300)
+    Xq = rng.standard_normal((30, 300))
+    # A few evidence steps suffice: the error is checked at the fitted hyperparameters.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = BayesianLinearRegressor(solver="cg", n_samples=3, max_iter=3, random_state=0).fit(X, y)
+    k = est.posterior_samples_.shape[0]
+    assert est.effective_dim_se_ > 0
+    _, std, se = est.predict(Xq, return_std=True, return_std_se=True)
+    # Dense reference at the estimator's own hyperparameters.
+    Xc, Xqc = X - X.mean(0), Xq - X.mean(0)
+    H = est.alpha_ * Xc.T @ Xc + est.lambda_ * np.eye(300)
+    v = np.einsum("ij,ji->i", Xqc, np.linalg.solve(H, Xqc.T))
+    s = np.sqrt(v + 1 / est.alpha_)
+    # k Gaussian draws: the variance estimate is v chi2_k / k, sd v sqrt(2 / k);
+    # the std moves by that over 2 s (delta method).
+    known = np.sqrt(2 / k) * v / (2 * s)
+    assert np.all(np.abs(std - s) <= N_SE * known)
+    # The reported error is that sd taken at the estimate: v_hat / v has sd
+    # sqrt(2 / k) per point, and the mean over the points no more.
+    assert abs(np.mean(se / known) - 1) <= N_SE * np.sqrt(2 / k)
+
+
+def test_laplace_predictive_std_se_matches_the_spread_of_repeated_fits():
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.neural_network import MLPRegressor
+
+    from bayeslin import LinearisedLaplaceRegressor
+
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-2, 2, size=(50, 2))
+    y = np.sin(X[:, 0]) + 0.2 * rng.randn(50)
+    Xq = np.vstack([X[:10], X[:10] + 2 * rng.randn(10, 2)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        net = MLPRegressor(hidden_layer_sizes=(200,), max_iter=200, random_state=0).fit(X, y)
+    # 801 parameters > 64 (n_samples + 1): sampled variances; fixed
+    # hyperparameters, so every fit has the same posterior and k = n_samples.
+    params = dict(prior_precision=1.0, noise_precision=25.0)
+    exact = LinearisedLaplaceRegressor(FrozenEstimator(net), solver="exact", **params).fit(X, y)
+    _, s = exact.predict(Xq, return_std=True, include_noise=False)
+    _, _, se0 = exact.predict(Xq, return_std=True, include_noise=False, return_std_se=True)
+    assert np.all(se0 == 0.0)
+    reps, k = 40, 8
+    stds, ses = [], []
+    for seed in range(reps):
+        reg = LinearisedLaplaceRegressor(FrozenEstimator(net), solver="cg", n_samples=k, random_state=seed, **params)
+        _, std, se = reg.fit(X, y).predict(Xq, return_std=True, include_noise=False, return_std_se=True)
+        stds.append(std)
+        ses.append(se)
+    stds, ses = np.array(stds), np.array(ses)
+    assert reg.effective_dim_se_ > 0 and reg.posterior_samples_.shape[0] == k
+    # Against the known spread: sqrt(v chi2_k / k) has sd about s / sqrt(2 k);
+    # the mean of `reps` plug-in errors has relative sd sqrt(2 / k / reps).
+    known = s / np.sqrt(2 * k)
+    assert np.all(np.abs(ses.mean(0) / known - 1) <= N_SE * np.sqrt(2 / k / reps) + 1 / (4 * k))
+    # Against the spread of the fits: the sample sd of `reps` values has
+    # relative sd 1 / sqrt(2 (reps - 1)); the mean over the points no more.
+    ratio = np.std(stds, axis=0, ddof=1) / ses.mean(0)
+    assert abs(np.mean(ratio) - 1) <= N_SE / np.sqrt(2 * (reps - 1))
