@@ -346,3 +346,17 @@ def test_estimator_is_usable_from_threads_while_cluster_runs(client):
         t.join()
     assert_same_fit(BayesianLinearRegressor(solver="exact").fit(X, y), results["a"], 1e-8)
     assert_same_fit(BayesianLinearRegressor(solver="exact").fit(X2, y2), results["b"], 1e-8)
+
+
+@pytest.mark.parametrize("solver", ["exact", "cg"])
+def test_predict_std_se_is_lazy_and_equal_in_memory(scheduler, solver):
+    X, y, _ = make_data(n=300, d=200)
+    # n_samples=2: the cg fit's variances are sampled (min(n, d) > 64 (n_samples + 1)), its errors non-zero.
+    reg = BayesianLinearRegressor(solver=solver, n_samples=2, max_iter=5, random_state=0).fit(X, y)
+    Xq = X[:150]
+    out = reg.predict(to_dask(Xq), return_std=True, return_std_se=True)
+    assert all(isinstance(a, da.Array) for a in out)
+    ref = reg.predict(Xq, return_std=True, return_std_se=True)
+    assert np.all(ref[2] == 0) == (solver == "exact")
+    for lazy, expected in zip(out, ref):
+        np.testing.assert_allclose(lazy.compute(), expected, rtol=1e-10, atol=1e-14)
