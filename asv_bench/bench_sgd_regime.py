@@ -20,6 +20,11 @@ Usage::
 
     python asv_bench/bench_sgd_regime.py                      # the table of docs/benchmarks.rst
     python asv_bench/bench_sgd_regime.py --n 200000 --d 50 --u 2000 --cond 1 1e3
+    python asv_bench/bench_sgd_regime.py --sparse --n 400000 --d 10000   # where 'auto' takes cg
+
+``--sparse``: CSR features with Zipf column frequencies (16 ones per row),
+``min(n, d) > 8192``, where ``'auto'`` has to take an iterative solver; the
+reference is ``cg`` at ``solver_tol=1e-8`` (exact is out of reach).
 """
 
 import argparse
@@ -27,6 +32,7 @@ import time
 import warnings
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 
 from bayeslin import BayesianLinearRegressor
@@ -46,6 +52,22 @@ def make_redundant(n, d, u, cond, seed=0):
     X = base[rng.integers(0, u, n)] if u < n else base
     X += 0.01 * rng.standard_normal((n, d)) * scales @ rotation
     y = X @ (rotation.T @ (rng.standard_normal(d) / scales)) / np.sqrt(d) + rng.standard_normal(n)
+    return X, y
+
+
+def make_sparse_zipf(n, d, nnz=16, seed=0):
+    """CSR with ``nnz`` ones per row at columns drawn with Zipf frequencies (hashed text-like features).
+
+    Column counts span orders of magnitude, so ``X^T X`` is ill-conditioned
+    along its diagonal; ``min(n, d) > 8192`` makes ``'auto'`` take an
+    iterative solver.
+    """
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, d + 1)
+    cols = rng.choice(d, size=n * nnz, p=p / p.sum())
+    X = sp.csr_matrix((np.ones(n * nnz), cols, np.arange(0, n * nnz + 1, nnz)), shape=(n, d))
+    X.sum_duplicates()
+    y = X @ (rng.standard_normal(d) * 0.3) + rng.standard_normal(n)
     return X, y
 
 
@@ -69,7 +91,11 @@ def main():
     parser.add_argument("--d", type=int, nargs="*", default=[50, 500])
     parser.add_argument("--u", type=int, nargs="*", default=[2000], help="distinct rows (0: all distinct)")
     parser.add_argument("--cond", type=float, nargs="*", default=[1.0, 1e3])
+    parser.add_argument("--sparse", action="store_true", help="Zipf-frequency sparse features instead (no exact)")
     args = parser.parse_args()
+    if args.sparse:
+        sparse_table(args)
+        return
     print(f"{'n':>9} {'d':>5} {'u':>9} {'cond':>6} {'solver':>8} {'time s':>8} {'iter':>5} {'coef err':>9} {'lam err':>9} {'warn':>4} {'/ cg':>6}")
     for n in args.n:
         for d in args.d:
@@ -89,6 +115,25 @@ def main():
                         flush=True,
                     )
                 del X, y
+
+
+def sparse_table(args):
+    """cg against sgd where 'auto' takes an iterative solver; the reference is cg at a 100x tighter tolerance."""
+    print(f"{'n':>9} {'d':>7} {'solver':>8} {'time s':>8} {'iter':>5} {'coef err':>9} {'lam err':>9} {'warn':>4} {'/ cg':>6}")
+    for n in args.n:
+        for d in args.d:
+            X, y = make_sparse_zipf(n, d)
+            ref, _, _ = fit(X, y, solver="cg", solver_tol=1e-8)
+            cg_time = None
+            for label, params in RUNS[1:]:
+                est, seconds, n_warn = fit(X, y, **params)
+                cg_time = seconds if label == "cg" else cg_time
+                err = np.linalg.norm(est.coef_ - ref.coef_) / np.linalg.norm(ref.coef_)
+                print(
+                    f"{n:>9} {d:>7} {label:>8} {seconds:8.2f} {est.n_iter_:>5} {err:9.1e} "
+                    f"{abs(est.lambda_ / ref.lambda_ - 1):9.1e} {n_warn:>4} {seconds / cg_time:6.2f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
