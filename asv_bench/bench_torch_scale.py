@@ -24,6 +24,7 @@ dense posterior would need.
     python asv_bench/bench_torch_scale.py                       # CPU preset
     python asv_bench/bench_torch_scale.py --preset resnet18 --device cuda
     python asv_bench/bench_torch_scale.py --project-only --preset resnet18
+    python asv_bench/bench_torch_scale.py --preset resnet18 --base-width 4 --n 16 --cg-iter 2   # CPU smoke run
 """
 
 import argparse
@@ -75,15 +76,16 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """CIFAR-style ResNet-18 on flattened 3x32x32 images."""
 
-    def __init__(self, n_classes=100):
+    def __init__(self, n_classes=100, base_width=64):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
-        layers, c = [], 64
-        for width, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+        w = base_width
+        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        layers, c = [], w
+        for width, stride in [(w, 1), (2 * w, 2), (4 * w, 2), (8 * w, 2)]:
             layers += [BasicBlock(c, width, stride), BasicBlock(width, width, 1)]
             c = width
         self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(512, n_classes)
+        self.fc = nn.Linear(8 * w, n_classes)
 
     def forward(self, x):
         h = self.layers(self.stem(x.view(-1, 3, 32, 32)))
@@ -122,12 +124,15 @@ def main():
     parser.add_argument("--cg-iter", type=int, default=50, help="CG iterations per evidence step at most")
     parser.add_argument("--float32", action="store_true", help="float32 products on the CPU too (faster convolutions)")
     parser.add_argument("--project-only", action="store_true", help="print the projected memory and stop")
+    parser.add_argument("--base-width", type=int, default=64,
+                        help="resnet18: channels of its first stage (64; a small value makes a quick smoke run)")
     args = parser.parse_args()
     cfg = dict(PRESETS[args.preset])
     n = args.n or cfg["n"]
     m, n_features = cfg["n_classes"], cfg["n_features"]
     torch.manual_seed(0)
-    module = cfg["make"](m).to(args.device).eval()
+    make = cfg["make"]
+    module = (make(m, base_width=args.base_width) if make is ResNet18 else make(m)).to(args.device).eval()
     d = sum(p.numel() for p in module.parameters())
     itemsize = 4 if torch.device(args.device).type == "cuda" or args.float32 else 8
     parts, dense = projected_memory(d, n, m, n_features, itemsize)
