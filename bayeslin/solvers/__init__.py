@@ -52,6 +52,8 @@ def solver_options(solver, *, tol=None, max_iter=None, batch_size=None, float32=
     }
     if solver == "sgd":
         options["batch_size"] = batch_size
+    if solver == "cg":
+        options["preconditioner"] = "auto"
     return options
 
 __all__ = [

@@ -10,14 +10,20 @@ import numpy as np
 
 from .._backend import to_numpy
 from ._system import SolverResult
-from .nystrom import randomized_nystrom
+from .nystrom import jacobi_scale, randomized_nystrom
 
-__all__ = ["solve_cg"]
+__all__ = ["solve_cg", "auto_preconditioner"]
 
 # Iterations between two reads of the residual norms by the host.
 _CHECK_EVERY = 4
 # Restarts from the true residual when the recurrence's one claims convergence falsely.
 _MAX_RESTARTS = 3
+# preconditioner='auto' sketches only when d is at least this many times the rank.
+NYSTROM_MIN_DIM_FACTOR = 4
+# preconditioner='auto' applies the sketch only where it shrinks the condition
+# number of the scaled system by at least this factor (about half the
+# iterations); elsewhere Jacobi, whose application costs nothing.
+NYSTROM_MIN_GAIN = 4.0
 
 
 def solve_cg(system, rhs, x0=None, *, tol=1e-6, max_iter=1000, preconditioner=None, preconditioner_rank=64):
@@ -51,25 +57,19 @@ def solve_cg(system, rhs, x0=None, *, tol=1e-6, max_iter=1000, preconditioner=No
         at the returned ``X`` (one more product with ``H``); when the
         recurrence's residual met ``tol`` but the true one does not (rounding
         on an ill-conditioned ``H``), CG restarts from the true residual (at
-        most three times, within ``max_iter``). ``info['restarts']`` counts them.
+        most three times, within ``max_iter``). ``info['restarts']`` counts them;
+        ``info['passes']`` counts the passes over the data, in products with
+        ``H`` of the block's width: the iterations, the residual checks, and
+        forming the preconditioner when this call formed it (the sketch of
+        ``rank`` columns counts ``rank / k``).
     """
     xp = system.xp
     X = xp.zeros_like(rhs) if x0 is None else xp.asarray(x0, copy=True)
     R = rhs - system.matmat(X) if x0 is not None else xp.asarray(rhs, copy=True)
-    precondition = None
-    if preconditioner == "jacobi":
-        diag_inv = 1.0 / _diagonal(system)[:, None]
-
-        def precondition(R):
-            return R * diag_inv
-
-    elif preconditioner == "nystrom":
-        if not system.scalar_prior:
-            raise ValueError("preconditioner='nystrom' needs a scalar prior; use 'jacobi' with per-parameter priors.")
-        precondition = _nystrom(system, preconditioner_rank).preconditioner(system.alpha, system.prior)
-    elif preconditioner is not None:
-        raise ValueError(f"Unknown preconditioner {preconditioner!r}; use None, 'jacobi' or 'nystrom'.")
-
+    k = rhs.shape[1]
+    statistics_before = (system.statistics.gram_diagonal, system.statistics.nystrom)
+    precondition = _preconditioner(system, preconditioner, preconditioner_rank)
+    passes = (x0 is not None) + _setup_passes(system, statistics_before, k)
     rhs_norm = xp.linalg.vector_norm(rhs, axis=0)
     rhs_norm = xp.where(rhs_norm > 0, rhs_norm, xp.ones_like(rhs_norm))
     n_iter, restarts = 0, 0
@@ -81,11 +81,13 @@ def solve_cg(system, rhs, x0=None, *, tol=1e-6, max_iter=1000, preconditioner=No
         # still above tol and iterations remain.
         R = rhs - system.matmat(X)
         rel = xp.linalg.vector_norm(R, axis=0) / rhs_norm
+        passes += 1
         if n_iter >= max_iter or float(xp.max(rel)) <= tol or restarts >= _MAX_RESTARTS:
             break
         restarts += 1
     rel_host = to_numpy(rel)
-    return SolverResult(X, n_iter, rel_host, bool(np.all(rel_host <= tol)), {"restarts": restarts})
+    info = {"restarts": restarts, "passes": passes + n_iter}
+    return SolverResult(X, n_iter, rel_host, bool(np.all(rel_host <= tol)), info)
 
 
 def _iterate(system, X, R, rhs_norm, precondition, tol, max_iter, n_iter):
@@ -118,20 +120,73 @@ def _iterate(system, X, R, rhs_norm, precondition, tol, max_iter, n_iter):
     return X, R, rel, n_iter
 
 
+def _setup_passes(system, before, k):
+    """Passes over the data, in products with ``k`` columns, that forming the preconditioner took in this call."""
+    stats = system.statistics
+    passes = 0.0
+    if stats.gram_diagonal is not None and before[0] is None:
+        passes += 1.0  # diag(Phi^T W Phi): one pass
+    if stats.nystrom is not None and stats.nystrom is not before[1]:
+        passes += stats.nystrom.rank / k  # one product with rank columns
+    return passes
+
+
+def _preconditioner(system, name, rank):
+    """``apply(R) = P^-1 R`` for the named preconditioner, or None."""
+    min_gain = None
+    if name == "auto":
+        name = auto_preconditioner(system.shape[0], system.scalar_prior, rank)
+        min_gain = NYSTROM_MIN_GAIN
+    if name is None:
+        return None
+    if name == "jacobi":
+        diag_inv = 1.0 / _diagonal(system)[:, None]
+        return lambda R: R * diag_inv
+    if name == "nystrom":
+        return _nystrom(system, rank).preconditioner(system.alpha, system.prior, min_gain=min_gain)
+    raise ValueError(f"Unknown preconditioner {name!r}; use None, 'auto', 'jacobi' or 'nystrom'.")
+
+
+def auto_preconditioner(d, scalar_prior, rank):
+    """The preconditioner ``'auto'`` picks: Nystrom unless ``d`` is too small for a sketch to pay.
+
+    Below ``NYSTROM_MIN_DIM_FACTOR * rank`` parameters the sketch
+    (``rank`` columns through ``H``) costs about as many products as CG
+    needs without it; there a per-parameter prior gets Jacobi, a scalar
+    one nothing.
+    """
+    if d >= NYSTROM_MIN_DIM_FACTOR * rank:
+        return "nystrom"
+    return None if scalar_prior else "jacobi"
+
+
 def _nystrom(system, rank):
-    """The Nystrom approximation of ``Phi^T W Phi``, formed once per loop (shared statistics)."""
+    """The Nystrom approximation of the Jacobi-scaled ``Phi^T W Phi``, formed once per loop (shared statistics)."""
     stats = system.statistics
     if stats.nystrom is None or stats.nystrom.rank != min(rank, system.shape[0]):
-        F, w = system.features, system.weights
+        F, w, xp = system.features, system.weights, system.xp
+        diagonal = _gram_diagonal(system)
         stats.nystrom = randomized_nystrom(
-            lambda V: F.gram_times(V, w), system.shape[0], rank, system.xp, system.dtype, F.device
+            lambda V: F.gram_times(V, w),
+            system.shape[0],
+            rank,
+            xp,
+            system.dtype,
+            F.device,
+            scale=jacobi_scale(diagonal, xp),
+            gram_diagonal=diagonal,
         )
     return stats.nystrom
 
 
-def _diagonal(system):
-    """Diagonal of ``H``: ``alpha * sum_i w_i Phi_ij^2 + A_jj`` (its data part computed once per loop)."""
+def _gram_diagonal(system):
+    """``diag(Phi^T W Phi)``, computed once per loop (shared statistics)."""
     stats = system.statistics
     if stats.gram_diagonal is None:
         stats.gram_diagonal = system.features.col_sq_norms(system.weights)
-    return system.alpha * stats.gram_diagonal + system.prior
+    return stats.gram_diagonal
+
+
+def _diagonal(system):
+    """Diagonal of ``H``: ``alpha * sum_i w_i Phi_ij^2 + A_jj``."""
+    return system.alpha * _gram_diagonal(system) + system.prior
