@@ -10,14 +10,14 @@ from numpy.testing import assert_allclose
 
 from bayeslin.operators import DenseFeatures
 from bayeslin.solvers import PosteriorPrecision, solve_cg, solver_options
-from bayeslin.solvers.cg import auto_preconditioner
-from bayeslin.solvers.nystrom import jacobi_scale, randomized_nystrom
+from bayeslin.solvers.cg import NYSTROM_MIN_GAIN, auto_preconditioner
+from bayeslin.solvers.nystrom import prior_scale, randomized_nystrom
 
 
-def _collinear(n=300, d=120, seed=1, spread=True):
+def _collinear(n=300, d=120, seed=1, spread=True, decay=3.0):
     """Features with a decaying spectrum and, with ``spread``, columns of very different scale."""
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d)) * np.logspace(0, -3, d)[None, :] @ np.linalg.qr(rng.standard_normal((d, d)))[0]
+    X = rng.standard_normal((n, d)) * np.logspace(0, -decay, d)[None, :] @ np.linalg.qr(rng.standard_normal((d, d)))[0]
     return X * np.logspace(-1, 1, d)[None, :] if spread else X
 
 
@@ -26,11 +26,10 @@ def _group_prior(d, values=(1e-3, 1e-1, 10.0)):
     return np.concatenate([np.full(len(part), v) for part, v in zip(np.array_split(np.arange(d), len(values)), values)])
 
 
-def _scaled_sketch(X, rank):
+def _sketch(X, rank, prior):
     G = X.T @ X
-    diag = np.diag(G).copy()
-    S = jacobi_scale(diag, np)
-    return G, S, randomized_nystrom(lambda V: G @ V, G.shape[0], rank, np, np.float64, scale=S, gram_diagonal=diag)
+    S = prior_scale(prior, np)
+    return G, S, randomized_nystrom(lambda V: G @ V, G.shape[0], rank, np, np.float64, scale=S)
 
 
 @pytest.mark.parametrize("prior_kind", ["scalar", "groups"])
@@ -39,49 +38,47 @@ def test_woodbury_preconditioner_is_the_inverse_of_its_dense_matrix(prior_kind, 
     X = _collinear(n=80, d=40)
     alpha = 3.0
     prior = 0.2 if prior_kind == "scalar" else _group_prior(40)
-    G, S, approx = _scaled_sketch(X, rank)
-    # P = S^-1 (S A S + alpha max(diag(S G S) - diag(U s U^T), 0) + alpha U s U^T) S^-1, formed densely.
-    U, s = approx.U, approx.s
-    captured = U @ np.diag(s) @ U.T
-    D = np.broadcast_to(prior, (40,)) * S**2 + alpha * np.clip(np.diag(G) * S**2 - np.diag(captured), 0, None)
-    P = np.diag(1 / S) @ (np.diag(D) + alpha * captured) @ np.diag(1 / S)
-    apply = approx.preconditioner(alpha, prior)
-    assert_allclose(apply(np.eye(40)), np.linalg.inv(P), rtol=1e-9, atol=1e-9 * np.abs(np.linalg.inv(P)).max())
+    G, S, approx = _sketch(X, rank, prior)
+    S = np.ones(40) if S is None else S
+    # The sketch approximates S G S ...
+    captured = approx.U @ np.diag(approx.s) @ approx.U.T
+    if rank == 40:
+        SGS = S[:, None] * G * S[None, :]
+        assert_allclose(captured, SGS, atol=1e-8 * np.linalg.norm(SGS, 2))
+    # ... and P = A + alpha S^-1 U diag(s) U^T S^-1, formed densely, is what
+    # the Woodbury form inverts, at the prior it was formed with and at a later one.
+    for later in (prior, prior * 7.0):
+        P = np.diag(np.broadcast_to(later, (40,))) + alpha * captured / S[:, None] / S[None, :]
+        inv = np.linalg.inv(P)
+        assert_allclose(approx.preconditioner(alpha, later)(np.eye(40)), inv, rtol=1e-9, atol=1e-9 * np.abs(inv).max())
 
 
 @pytest.mark.parametrize("prior_kind", ["scalar", "groups"])
 def test_full_rank_sketch_preconditions_exactly(prior_kind):
     # rank = d: the sketch is G itself (up to its rounding shift), so P = H.
-    X = _collinear(n=80, d=30, spread=True)
+    X = _collinear(n=80, d=30)
     alpha = 5.0
     prior = 0.1 if prior_kind == "scalar" else _group_prior(30)
-    G, _, approx = _scaled_sketch(X, 30)
+    G, _, approx = _sketch(X, 30, prior)
     H = alpha * G + np.diag(np.broadcast_to(prior, (30,)))
-    PH = approx.preconditioner(alpha, prior)(H)
-    assert_allclose(PH, np.eye(30), atol=1e-6)
+    assert_allclose(approx.preconditioner(alpha, prior)(H), np.eye(30), atol=1e-6)
 
 
-def test_unscaled_scalar_preconditioner_keeps_its_formula():
-    # Frangella, Tropp and Udell's P^-1 = U diag((alpha s_l + lam)/(alpha s + lam)) U^T + (I - U U^T).
-    X = _collinear(n=80, d=40, spread=False)
-    G = X.T @ X
-    approx = randomized_nystrom(lambda V: G @ V, 40, 8, np, np.float64)
-    U, s = approx.U, approx.s
-    alpha, lam = 2.0, 0.3
-    ref = U @ np.diag((alpha * s[-1] + lam) / (alpha * s + lam)) @ U.T + np.eye(40) - U @ U.T
-    assert_allclose(approx.preconditioner(alpha, lam)(np.eye(40)), ref, atol=1e-12)
-
-
-def test_flat_spectrum_falls_back_to_jacobi():
+def test_auto_keeps_plain_cg_on_a_flat_spectrum():
     # Gaussian features, n >> d: the captured top is within a factor of about 2 of the rest.
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((2000, 50)) * rng.uniform(0.5, 2.0, 50)
-    G, S, approx = _scaled_sketch(X, 10)
-    alpha, prior = 1.5, _group_prior(50)
-    apply = approx.preconditioner(alpha, prior, min_gain=4.0)
-    assert_allclose(apply(np.eye(50)), np.diag(1 / (alpha * np.diag(G) + prior)), rtol=1e-12)
-    # Without the rule the captured directions are kept.
-    assert not np.allclose(approx.preconditioner(alpha, prior)(np.eye(50)), apply(np.eye(50)))
+    X = rng.standard_normal((4000, 300))
+    system = PosteriorPrecision(DenseFeatures(X), 1.5, 0.1)
+    R = rng.standard_normal((300, 3))
+    auto = solve_cg(system, R, tol=1e-10, preconditioner="auto", preconditioner_rank=64)
+    assert system.statistics.nystrom.gain(1.5, 0.1) < NYSTROM_MIN_GAIN
+    plain = solve_cg(system, R, tol=1e-10)
+    # The iterates of plain CG: the sketch was formed but not applied.
+    assert auto.n_iter == plain.n_iter
+    assert_allclose(auto.solution, plain.solution, rtol=1e-12)
+    # On a decaying spectrum the gain is large.
+    X = _collinear()
+    assert randomized_nystrom(lambda V: X.T @ (X @ V), X.shape[1], 40, np, np.float64).gain(50.0, 1e-3) > 100
 
 
 @pytest.mark.parametrize("prior_kind", ["scalar", "groups"])
@@ -108,7 +105,7 @@ def test_nystrom_cuts_iterations_and_keeps_the_answer(prior_kind):
     again = solve_cg(later, R, tol=tol, max_iter=20000, preconditioner="nystrom", preconditioner_rank=40)
     assert again.converged and later.statistics.nystrom is approx
     assert again.info["passes"] == again.n_iter + 1  # the iterations and the residual check, no sketch
-    # diag(G) is one pass, formed by the first (Jacobi) solve and shared; the sketch is 40 columns.
+    # diag(G) is one pass (Jacobi's); the sketch is 40 columns, at k = 4 ten passes.
     assert jacobi.info["passes"] == jacobi.n_iter + 1 + 1
     assert nys.info["passes"] == pytest.approx(nys.n_iter + 1 + 40 / 4)
 
@@ -116,9 +113,8 @@ def test_nystrom_cuts_iterations_and_keeps_the_answer(prior_kind):
 def test_auto_is_the_cg_default_and_skips_small_problems():
     assert solver_options("cg")["preconditioner"] == "auto"
     assert "preconditioner" not in solver_options("sgd")
-    assert auto_preconditioner(100, True, 64) is None
-    assert auto_preconditioner(100, False, 64) == "jacobi"
-    assert auto_preconditioner(4 * 64, True, 64) == "nystrom"
+    assert auto_preconditioner(100, 64) is None
+    assert auto_preconditioner(4 * 64, 64) == "nystrom"
 
 
 @pytest.mark.parametrize("prior_kind", ["scalar", "groups"])
@@ -144,3 +140,57 @@ def test_preconditioned_cg_on_a_strict_device_matches_numpy(prior_kind, precondi
     assert res.solution.device == dev
     assert res.n_iter == ref.n_iter
     assert_allclose(to_numpy(res.solution), ref.solution, rtol=1e-8, atol=1e-12 * np.abs(ref.solution).max())
+
+
+# ---------------------------------------------------------------------------
+# The estimators with the default (auto) preconditioner against exact
+# ---------------------------------------------------------------------------
+
+
+def _network(hidden=(40,), n=150, seed=0):
+    import warnings
+
+    from sklearn.datasets import make_classification
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = make_classification(n_samples=n, n_features=8, n_informative=6, n_classes=3, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = MLPClassifier(hidden_layer_sizes=hidden, max_iter=200, random_state=seed).fit(X, y)
+    return X, y, net
+
+
+@pytest.mark.parametrize("prior_structure, prior", [("scalar", 0.5), ("layerwise", [0.3, 2.0])])
+def test_laplace_default_preconditioned_cg_matches_exact(prior_structure, prior):
+    # 8*40 + 40 + 40*3 + 3 = 483 parameters: enough for the default to sketch (d >= 4 * 64).
+    from sklearn.frozen import FrozenEstimator
+
+    from bayeslin import LinearisedLaplaceClassifier
+
+    X, y, net = _network()
+    kw = dict(prior_precision=prior, prior_structure=prior_structure, n_samples=4, random_state=0)
+    ref = LinearisedLaplaceClassifier(FrozenEstimator(net), solver="exact", **kw).fit(X, y)
+    tol = 1e-10
+    est = LinearisedLaplaceClassifier(FrozenEstimator(net), solver="cg", solver_tol=tol, **kw).fit(X, y)
+    assert est.n_params_ >= 4 * 64
+    assert est.last_solve_["residual"] <= tol
+    from test_laplace import DenseGGN
+
+    # The mode's forward error from a relative residual tol: at most cond(H) tol.
+    H_cond = np.linalg.cond(DenseGGN(net, X, y).precision(prior if prior_structure == "scalar" else np.array(prior)))
+    err = np.linalg.norm(est.tangent_mode_ - ref.tangent_mode_) / np.linalg.norm(ref.tangent_mode_)
+    assert err <= 10 * H_cond * tol
+
+
+def test_linear_regressor_default_preconditioned_cg_matches_exact():
+    from bayeslin import BayesianLinearRegressor
+
+    # Collinear columns of very different scale, d = 260 (>= 4 * 64), where the sketch pays.
+    X = _collinear(n=300, d=260, seed=4, decay=1.5)
+    y = X @ np.random.default_rng(5).standard_normal(260) + 0.3 * np.random.default_rng(6).standard_normal(300)
+    ref = BayesianLinearRegressor(solver="exact").fit(X, y)
+    est = BayesianLinearRegressor(solver="cg", solver_tol=1e-10, random_state=0).fit(X, y)
+    # gamma is exact at this size (exact traces), so only the solves' error remains.
+    for attr in ["alpha_", "lambda_", "effective_dim_"]:
+        assert_allclose(getattr(est, attr), getattr(ref, attr), rtol=10 * est.tol)
+    assert_allclose(est.coef_, ref.coef_, rtol=0, atol=10 * est.tol * np.linalg.norm(ref.coef_))

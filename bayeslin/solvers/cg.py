@@ -10,7 +10,7 @@ import numpy as np
 
 from .._backend import to_numpy
 from ._system import SolverResult
-from .nystrom import jacobi_scale, randomized_nystrom
+from .nystrom import prior_scale, randomized_nystrom
 
 __all__ = ["solve_cg", "auto_preconditioner"]
 
@@ -20,9 +20,10 @@ _CHECK_EVERY = 4
 _MAX_RESTARTS = 3
 # preconditioner='auto' sketches only when d is at least this many times the rank.
 NYSTROM_MIN_DIM_FACTOR = 4
-# preconditioner='auto' applies the sketch only where it shrinks the condition
-# number of the scaled system by at least this factor (about half the
-# iterations); elsewhere Jacobi, whose application costs nothing.
+# preconditioner='auto' applies the sketch only where it flattens the top of
+# H's spectrum by at least this factor (about half the iterations); a flat
+# spectrum (well-conditioned dense or hashed sparse features) keeps plain CG,
+# whose iterations then cost no 4 d r k flops of application.
 NYSTROM_MIN_GAIN = 4.0
 
 
@@ -133,39 +134,37 @@ def _setup_passes(system, before, k):
 
 def _preconditioner(system, name, rank):
     """``apply(R) = P^-1 R`` for the named preconditioner, or None."""
-    min_gain = None
-    if name == "auto":
-        name = auto_preconditioner(system.shape[0], system.scalar_prior, rank)
-        min_gain = NYSTROM_MIN_GAIN
+    automatic = name == "auto"
+    if automatic:
+        name = auto_preconditioner(system.shape[0], rank)
     if name is None:
         return None
     if name == "jacobi":
         diag_inv = 1.0 / _diagonal(system)[:, None]
         return lambda R: R * diag_inv
     if name == "nystrom":
-        return _nystrom(system, rank).preconditioner(system.alpha, system.prior, min_gain=min_gain)
+        approx = _nystrom(system, rank)
+        if automatic and approx.gain(system.alpha, system.prior) < NYSTROM_MIN_GAIN:
+            return None
+        return approx.preconditioner(system.alpha, system.prior)
     raise ValueError(f"Unknown preconditioner {name!r}; use None, 'auto', 'jacobi' or 'nystrom'.")
 
 
-def auto_preconditioner(d, scalar_prior, rank):
-    """The preconditioner ``'auto'`` picks: Nystrom unless ``d`` is too small for a sketch to pay.
+def auto_preconditioner(d, rank):
+    """The preconditioner ``'auto'`` forms: Nystrom unless ``d`` is too small for a sketch to pay.
 
     Below ``NYSTROM_MIN_DIM_FACTOR * rank`` parameters the sketch
-    (``rank`` columns through ``H``) costs about as many products as CG
-    needs without it; there a per-parameter prior gets Jacobi, a scalar
-    one nothing.
+    (``rank`` columns through ``H``, and a ``d x rank`` factorisation)
+    costs about what CG needs without it.
     """
-    if d >= NYSTROM_MIN_DIM_FACTOR * rank:
-        return "nystrom"
-    return None if scalar_prior else "jacobi"
+    return "nystrom" if d >= NYSTROM_MIN_DIM_FACTOR * rank else None
 
 
 def _nystrom(system, rank):
-    """The Nystrom approximation of the Jacobi-scaled ``Phi^T W Phi``, formed once per loop (shared statistics)."""
+    """The Nystrom approximation of ``Phi^T W Phi`` (in the prior's coordinates), formed once per loop."""
     stats = system.statistics
     if stats.nystrom is None or stats.nystrom.rank != min(rank, system.shape[0]):
         F, w, xp = system.features, system.weights, system.xp
-        diagonal = _gram_diagonal(system)
         stats.nystrom = randomized_nystrom(
             lambda V: F.gram_times(V, w),
             system.shape[0],
@@ -173,8 +172,7 @@ def _nystrom(system, rank):
             xp,
             system.dtype,
             F.device,
-            scale=jacobi_scale(diagonal, xp),
-            gram_diagonal=diagonal,
+            scale=prior_scale(system.prior, xp),
         )
     return stats.nystrom
 

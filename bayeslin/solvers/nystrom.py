@@ -4,32 +4,32 @@ Frangella, Tropp and Udell (2023), "Randomized Nystrom preconditioning":
 one block product ``Y = G Omega`` with a Gaussian test matrix of ``rank``
 columns gives ``G ~ U diag(s) U^T``. ``G`` does not depend on the
 hyperparameters, so an evidence loop forms it once and preconditions every
-``H = alpha G + A`` with it.
+``H = alpha G + A`` (``A`` the prior precision, a scalar or a diagonal) with
 
-Scalar prior ``A = lambda I`` (their preconditioner):
+``P = A + alpha S^-1 U diag(s) U^T S^-1``,
 
-``P^-1 = U diag((alpha s_l + lambda) / (alpha s + lambda)) U^T + (I - U U^T)``
+the captured top of the curvature exactly and the prior elsewhere, applied
+by the Woodbury identity (one ``r x r`` system per ``(alpha, A)``). The
+sketch is taken of ``S G S`` with ``S = (A_0 / mean(A_0))^-1/2``, ``A_0`` the
+prior when it is formed: in those coordinates an evidence loop's later
+priors (a g-prior's fixed per-parameter scale times one ``lambda`` per
+group) are constant on each group, and a scalar prior needs no scaling.
 
-(``s_l`` the smallest captured eigenvalue), which maps the captured top of
-``H``'s spectrum onto ``alpha s_l + lambda``, the level of the rest.
-
-Per-parameter (diagonal) prior: the sketch is taken of the Jacobi-scaled
-``S G S``, ``S = diag(G)^-1/2``, whose unit diagonal puts parameters of very
-different curvature (a network's layers, a g-prior) on one footing, and
-
-``P = S^-1 (D + alpha U diag(s) U^T) S^-1``,
-``D = S A S + alpha max(1 - diag(U diag(s) U^T), 0)``:
-
-the captured part exactly, and the diagonal of what the sketch missed (at
-rank 0 this is Jacobi, ``P = diag(H)``). ``P^-1`` is applied by the
-Woodbury identity, one ``r x r`` system factored once per ``(alpha, A)``.
+Measured against the variant of the paper (the captured eigenvalues mapped
+onto ``alpha s_r + lambda``) and against a Jacobi-scaled sketch with the
+diagonal of the uncaptured remainder added to ``P``: on the linearised
+Laplace curvature of an MLP (scalar, layerwise and g-prior) this form needs
+about 35% fewer iterations than either, and on the collinear
+(polynomial diabetes) and n < d regression problems as few or fewer; Jacobi
+scaling itself doubles the iterations on the network's curvature. See the
+solvers section of the design page.
 """
 
 import numpy as np
 
 from .._backend import create, device, get_namespace, standard_normal
 
-__all__ = ["NystromApproximation", "randomized_nystrom", "jacobi_scale"]
+__all__ = ["NystromApproximation", "prior_scale", "randomized_nystrom"]
 
 
 class NystromApproximation:
@@ -41,23 +41,34 @@ class NystromApproximation:
     s : array of shape (r,)
     scale : array of shape (d,), optional
         The diagonal ``S`` the sketch was taken of (None: the identity).
-    diagonal : array of shape (d,), optional
-        ``diag(S G S)``: with it the per-parameter preconditioner also
-        carries the diagonal of the uncaptured remainder.
     """
 
-    def __init__(self, U, s, scale=None, diagonal=None):
+    def __init__(self, U, s, scale=None):
         self.U = U
         self.s = s
         self.scale = scale
-        self.diagonal = diagonal
 
     @property
     def rank(self):
         """Number of captured directions."""
         return self.s.shape[0]
 
-    def preconditioner(self, alpha, prior, min_gain=None):
+    def gain(self, alpha, prior):
+        """``(alpha s_1 + a) / (alpha s_r + a)``, ``a`` the mean scaled prior: about how much the sketch flattens ``H``'s top.
+
+        A value near 1 means a flat captured spectrum: the uncaptured
+        directions are as stiff as the captured ones and the preconditioner
+        cannot pay for its application.
+        """
+        xp = get_namespace(self.U)
+        a = float(prior) if self.scale is None and np.ndim(prior) == 0 else float(xp.mean(self._scaled_prior(prior)))
+        return (alpha * float(self.s[0]) + a) / (alpha * float(self.s[-1]) + a)
+
+    def _scaled_prior(self, prior):
+        S = self.scale
+        return prior if S is None else prior * S * S
+
+    def preconditioner(self, alpha, prior):
         """Return ``apply(R) = P^-1 R`` for ``H = alpha G + A``.
 
         Parameters
@@ -65,53 +76,20 @@ class NystromApproximation:
         alpha : float
         prior : float or array of shape (d,)
             ``A``: a scalar times the identity, or its diagonal.
-        min_gain : float, optional
-            Scaled sketches only: keep the captured directions only if
-            ``(alpha s_1 + a) / (alpha s_r + a) >= min_gain``, ``a`` the
-            mean of the scaled prior ``S A S``: about the factor by which
-            they shrink the top of the spectrum. Below it (a flat spectrum,
-            nothing to gain) the preconditioner is Jacobi, whose
-            application costs ``d k`` instead of ``4 d r k``.
 
         Returns
         -------
         callable
         """
-        if np.ndim(prior) == 0 and self.scale is None:
-            return self._scalar_preconditioner(alpha, prior)
-        return self._woodbury_preconditioner(alpha, prior, min_gain)
-
-    def _scalar_preconditioner(self, alpha, lam):
         U, s = self.U, self.s
-        floor = alpha * s[-1] + lam
-        scale = floor / (alpha * s + lam) - 1.0
-
-        def apply(R):
-            UR = U.T @ R
-            return R + U @ (UR * scale[:, None])
-
-        return apply
-
-    def _woodbury_preconditioner(self, alpha, prior, min_gain=None):
-        U, s, S = self.U, self.s, self.scale
         xp = get_namespace(U)
-        D = prior if S is None else prior * S * S
+        D = self._scaled_prior(prior)
         if np.ndim(D) == 0:
             D = create(xp, "full", (U.shape[0],), float(D), dtype=U.dtype, device_=device(U))
-        s_col = None if S is None else S[:, None]
-        if min_gain is not None and self.diagonal is not None:
-            level = float(xp.mean(D))
-            if alpha * float(s[0]) + level < min_gain * (alpha * float(s[-1]) + level):
-                # The diagonal of the scaled H: Jacobi on H itself.
-                jacobi = D + alpha * self.diagonal
-                jacobi = (1.0 / jacobi)[:, None] if s_col is None else s_col * s_col / jacobi[:, None]
-                return lambda R: jacobi * R
-        if self.diagonal is not None:
-            remainder = self.diagonal - xp.sum(U * U * s[None, :], axis=1)
-            D = D + alpha * xp.clip(remainder, 0.0, None)
         d_inv = (1.0 / D)[:, None]
-        # P = D + V V^T with V = U sqrt(alpha s): Woodbury needs only
-        # K = I + V^T D^-1 V (r x r, eigenvalues >= 1, so well conditioned).
+        s_col = None if self.scale is None else self.scale[:, None]
+        # In the scaled coordinates P = D + V V^T with V = U sqrt(alpha s):
+        # Woodbury needs only K = I + V^T D^-1 V (r x r, eigenvalues >= 1).
         V = U * xp.sqrt(alpha * s)[None, :]
         W = d_inv * V
         eye = create(xp, "eye", U.shape[1], dtype=U.dtype, device_=device(U))
@@ -125,18 +103,14 @@ class NystromApproximation:
         return apply
 
 
-def jacobi_scale(gram_diagonal, xp):
-    """``S = diag(G)^-1/2``, with zero (dead) columns given the scale of the largest.
-
-    A zero column of ``G`` stays zero under any scaling, so its entry only
-    needs to be finite.
-    """
-    top = xp.max(gram_diagonal)
-    floor = xp.where(top > 0, top, xp.ones_like(top)) * float(xp.finfo(gram_diagonal.dtype).eps)
-    return 1.0 / xp.sqrt(xp.maximum(gram_diagonal, floor))
+def prior_scale(prior, xp):
+    """``S = (A / mean(A))^-1/2`` for a diagonal prior, None for a scalar one."""
+    if np.ndim(prior) == 0:
+        return None
+    return xp.sqrt(xp.mean(prior) / prior)
 
 
-def randomized_nystrom(gram_times, d, rank, xp, dtype, device_=None, seed=0, scale=None, gram_diagonal=None):
+def randomized_nystrom(gram_times, d, rank, xp, dtype, device_=None, seed=0, scale=None):
     """Randomized Nystrom approximation of a PSD ``G`` (or of ``S G S``) from one block product.
 
     Frangella, Tropp and Udell (2023), Algorithm 2.1.
@@ -156,9 +130,6 @@ def randomized_nystrom(gram_times, d, rank, xp, dtype, device_=None, seed=0, sca
         iterates, not the answer, so a fit stays reproducible).
     scale : array of shape (d,), optional
         Approximate ``S G S`` with ``S = diag(scale)`` instead of ``G``.
-    gram_diagonal : array of shape (d,), optional
-        ``diag(G)``, kept (scaled) for the remainder term of the
-        per-parameter preconditioner.
 
     Returns
     -------
@@ -177,8 +148,4 @@ def randomized_nystrom(gram_times, d, rank, xp, dtype, device_=None, seed=0, sca
     B = xp.linalg.solve(C, Y.T).T
     U, S, _ = xp.linalg.svd(B, full_matrices=False)
     s = xp.clip(S * S - nu, 0.0, None)
-    diagonal = None
-    if gram_diagonal is not None:
-        diagonal = gram_diagonal if scale is None else gram_diagonal * scale * scale
-    return NystromApproximation(U, s, scale, diagonal)
-
+    return NystromApproximation(U, s, scale)
