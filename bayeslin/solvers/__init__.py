@@ -41,7 +41,9 @@ def solver_options(solver, *, tol=None, max_iter=None, batch_size=None, float32=
     Returns
     -------
     dict
-        Empty for ``'exact'``, which takes no options.
+        Empty for ``'exact'``, which takes no options. ``'cg'`` also gets
+        ``preconditioner='auto'`` (randomized Nystrom where it pays, see
+        :func:`solve_cg`).
     """
     if solver == "exact":
         return {}

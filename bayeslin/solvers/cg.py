@@ -42,12 +42,17 @@ def solve_cg(system, rhs, x0=None, *, tol=1e-6, max_iter=1000, preconditioner=No
         Stop a column when ``||R - H X|| <= tol * ||R||``.
     max_iter : int, default=1000
         Iteration cap.
-    preconditioner : {None, 'jacobi', 'nystrom'}, default=None
+    preconditioner : {None, 'auto', 'jacobi', 'nystrom'}, default=None
         ``'jacobi'`` divides residuals by the diagonal of ``H``;
-        ``'nystrom'`` (scalar prior only) applies the randomized Nystrom
-        preconditioner of :mod:`bayeslin.solvers.nystrom`, its approximation
-        of ``Phi^T W Phi`` formed once per evidence loop (one block product
-        of ``preconditioner_rank`` columns) and kept in ``system.statistics``.
+        ``'nystrom'`` applies the randomized Nystrom preconditioner of
+        :mod:`bayeslin.solvers.nystrom` (scalar or per-parameter prior),
+        its approximation of ``Phi^T W Phi`` formed once per evidence loop
+        (one block product of ``preconditioner_rank`` columns) and kept in
+        ``system.statistics``. ``'auto'`` (what :func:`solver_options`
+        gives the estimators) forms it when ``d >= 4 * preconditioner_rank``
+        and applies it where its captured spectrum is not flat (see
+        :meth:`~bayeslin.solvers.nystrom.NystromApproximation.gain`);
+        plain CG otherwise.
     preconditioner_rank : int, default=64
         Rank of the Nystrom approximation.
 
