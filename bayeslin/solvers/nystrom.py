@@ -54,8 +54,9 @@ class NystromApproximation:
         return self.s.shape[0]
 
     def gain(self, alpha, prior):
-        """``(alpha s_1 + a) / (alpha s_r + a)``, ``a`` the mean scaled prior: about how much the sketch flattens ``H``'s top.
+        """About how much the sketch flattens the top of ``H``'s spectrum.
 
+        ``(alpha s_1 + a) / (alpha s_r + a)``, ``a`` the mean scaled prior.
         A value near 1 means a flat captured spectrum: the uncaptured
         directions are as stiff as the captured ones and the preconditioner
         cannot pay for its application.
