@@ -20,13 +20,19 @@ solve to a relative residual of ``--solver-tol`` (1e-4: the samples only feed
 a Monte Carlo estimate of the effective dimension, and the iterations are
 what a full-size fit pays for).
 
-Printed: the sizes, the fit time (and the time per evidence step), the
-tuned prior precision and effective dimension, the solver's last residual,
+Printed: the sizes, the fit time (and the time per evidence step, and the
+process's CPU time, a steadier measure on a shared machine), the tuned prior
+precision and effective dimension, the passes over the data (products with
+``H`` of ``n_samples + 1`` columns, read from the verbose output and
+``last_solve_``), the solver's last residual,
 and the peak memory: the CuPy memory pool's peak on a GPU, the process's
 peak resident set size on a CPU.
 """
 
 import argparse
+import contextlib
+import io
+import re
 import resource
 import sys
 import time
@@ -102,18 +108,26 @@ def main(argv=None):
         verbose=True,
     )
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    cpu0 = time.process_time()
+    log = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(log):
         warnings.simplefilter("always", ConvergenceWarning)
         clf.fit(X, y)
+    cpu_time = time.process_time() - cpu0
+    print(log.getvalue(), end="")
     if pool is not None:
         import cupy
 
         cupy.cuda.Device().synchronize()
     fit_time = time.perf_counter() - t0
     last = clf.last_solve_
+    # Passes over the data (products with H, k = n_samples + 1 columns each):
+    # the verbose line of every evidence step, and the final solve.
+    passes = sum(float(p) for p in re.findall(r"\((\d+) passes\)", log.getvalue())) + last.get("passes", last["n_iter"])
     print(
-        f"fit: {fit_time:.1f} s ({fit_time / (args.steps + 1):.1f} s per solve), lambda={clf.lambda_:.4g}, "
-        f"effective dim={clf.effective_dim_:.1f}, last solve: {last['n_iter']} iterations, max rel. residual "
+        f"fit: {fit_time:.1f} s ({fit_time / (args.steps + 1):.1f} s per solve; {cpu_time:.1f} s CPU), "
+        f"lambda={clf.lambda_:.4g}, effective dim={clf.effective_dim_:.1f} +- {clf.effective_dim_se_:.1f}, "
+        f"passes over the data={passes:.0f}, last solve: {last['n_iter']} iterations, max rel. residual "
         f"{last['residual']:.1e}"
     )
     for w in caught:

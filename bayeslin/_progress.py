@@ -113,7 +113,9 @@ class EvidenceProgress:
             self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(1)
             return
-        solver = f"  {self.solver}: {n_iter} its, max rel. residual {residual:.1e}" if n_iter else ""
+        passes = getattr(result, "info", {}).get("passes")
+        shown = f"{n_iter} its" + ("" if passes is None else f" ({passes:.0f} passes)")
+        solver = f"  {self.solver}: {shown}, max rel. residual {residual:.1e}" if n_iter else ""
         print(
             f"[bayeslin] iter {it:3d}  alpha={_format(alpha)}  lambda={_format(lam)}  gamma={_format(gamma)}"
             f"{solver}  ({time.perf_counter() - self.start:.2f}s)",

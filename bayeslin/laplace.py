@@ -189,10 +189,6 @@ class _LinearisedLaplaceBase(BaseEstimator):
             batch_size=self.batch_size,
             float32="float32" in str(dtype),
         )
-        if solver == "cg" and self.normalize == "g-prior":
-            # The g-prior makes H's diagonal span the curvature's range
-            # (orders of magnitude): Jacobi undoes exactly that scaling.
-            options["preconditioner"] = "jacobi"
         return options
 
     def _groups(self, jac):
@@ -266,7 +262,11 @@ class _LinearisedLaplaceBase(BaseEstimator):
         self.posterior_samples_ = to_numpy(result.samples).T
         self.prior_scale_ = None if scale is None else to_numpy(scale)
         last = result.solver_results[-1] if result.solver_results else None
-        self.last_solve_ = None if last is None else {"n_iter": last.n_iter, "residual": float(np.max(last.residual_norms))}
+        self.last_solve_ = None if last is None else {
+            "n_iter": last.n_iter,
+            "residual": float(np.max(last.residual_norms)),
+            "passes": last.info.get("passes", last.n_iter),
+        }
         self._posterior = result.posterior
         self._posterior.drop_data()
         # log p(y | w) at the fitted noise precision (regression) or as is.
@@ -425,8 +425,7 @@ default=None
         ``'g-prior'``: scale the prior of each parameter by the diagonal of
         the curvature ``J^T B J`` (normalised to mean one and floored at
         1e-4), i.e. put the prior on parameters normalised to unit curvature,
-        so one ``lambda`` fits layers of very different scale. With
-        ``solver='cg'`` this turns on a Jacobi preconditioner.
+        so one ``lambda`` fits layers of very different scale.
     link : {'probit', 'mc'}, default='probit'
         How class probabilities integrate the logit uncertainty: the probit
         approximation ``softmax(f / sqrt(1 + pi var / 8))`` with the
@@ -495,8 +494,11 @@ default=None
     prior_scale_ : ndarray of shape (n_params,) or None
         The g-prior's per-parameter scale.
     last_solve_ : dict or None
-        The last iterative solve of the fit: ``{'n_iter', 'residual'}``
-        (its iterations and largest relative residual); None for 'exact'.
+        The last iterative solve of the fit: ``{'n_iter', 'residual', 'passes'}``
+        (its iterations, largest relative residual, and passes over the
+        data in products with ``H``: the iterations and residual checks,
+        plus forming cg's preconditioner where this solve formed it); None
+        for 'exact'.
     n_features_in_ : int
     feature_names_in_ : ndarray
 

@@ -260,8 +260,11 @@ def test_exact_dual_solve_is_backward_stable_at_large_alpha():
 
 
 @pytest.mark.parametrize("prior_kind", ["scalar", "diagonal"])
-@pytest.mark.parametrize("preconditioner", [None, "jacobi"])
-def test_solve_cg_matches_numpy(case, prior_kind, preconditioner):
+@pytest.mark.parametrize(
+    "preconditioner, rank",
+    [(None, None), ("jacobi", None), ("nystrom", 3), ("nystrom", 64), ("auto", 3), ("auto", 64)],
+)
+def test_solve_cg_matches_numpy(case, prior_kind, preconditioner, rank):
     F, Phi, sw = case
     d = Phi.shape[1]
     prior = 0.3 if prior_kind == "scalar" else np.random.RandomState(4).uniform(0.05, 3.0, size=d)
@@ -270,7 +273,9 @@ def test_solve_cg_matches_numpy(case, prior_kind, preconditioner):
     R = _rhs(d, k=6)
     R[:, 2] *= 1e-3  # columns of very different scale converge on their own terms
     tol = 1e-10
-    res = solve_cg(system, R, tol=tol, max_iter=10 * d, preconditioner=preconditioner)
+    # Rank 3 leaves most of the spectrum to the remainder; 64 >= d captures all of it.
+    options = {} if rank is None else {"preconditioner_rank": rank}
+    res = solve_cg(system, R, tol=tol, max_iter=10 * d, preconditioner=preconditioner, **options)
     H = _dense_H(Phi, alpha, prior, sw)
     ref = np.linalg.solve(H, R)
     assert res.converged

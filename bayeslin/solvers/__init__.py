@@ -41,7 +41,9 @@ def solver_options(solver, *, tol=None, max_iter=None, batch_size=None, float32=
     Returns
     -------
     dict
-        Empty for ``'exact'``, which takes no options.
+        Empty for ``'exact'``, which takes no options. ``'cg'`` also gets
+        ``preconditioner='auto'`` (randomized Nystrom where it pays, see
+        :func:`solve_cg`).
     """
     if solver == "exact":
         return {}
@@ -52,6 +54,8 @@ def solver_options(solver, *, tol=None, max_iter=None, batch_size=None, float32=
     }
     if solver == "sgd":
         options["batch_size"] = batch_size
+    if solver == "cg":
+        options["preconditioner"] = "auto"
     return options
 
 __all__ = [
