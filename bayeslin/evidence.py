@@ -339,6 +339,27 @@ def _too_uncertain(gammas, gamma_se, n_eff, tune_alpha):
     return se > DECIDE_RTOL * max(min(gamma, n_eff - gamma), tiny)
 
 
+# Relative Monte Carlo error of a group's effective dimension (so of its
+# lambda, which the update makes proportional to it) above which a
+# per-group fit warns: sample growth does not cover these groups (see
+# _too_uncertain), and a small layer's gamma can be mostly noise.
+GROUP_WARN_RTOL = 0.05
+
+
+def _warn_if_groups_undecided(gammas, gamma_se, n_samples):
+    """Warn (ConvergenceWarning) when some group's gamma, hence its lambda, carries a large Monte Carlo error."""
+    rel = gamma_se / np.maximum(gammas, np.finfo(float).tiny)
+    worst = int(np.argmax(rel))
+    if rel[worst] > GROUP_WARN_RTOL:
+        warnings.warn(
+            f"The prior precision of parameter group {worst} is undecided by the posterior samples: its effective "
+            f"dimension is {gammas[worst]:.4g} +- {gamma_se[worst]:.2g} (Monte Carlo standard error with "
+            f"{n_samples} samples), so its lambda carries about {rel[worst]:.0%} relative error. Increase "
+            f"n_samples, use solver='exact' if the network is small enough, or prior_structure='scalar'.",
+            ConvergenceWarning,
+        )
+
+
 def log_evidence(n_eff, d, alpha, lam, sse, coef_sq, logdet, priors):
     """Log marginal likelihood with BayesianRidge's Gamma hyperpriors."""
     alpha_1, alpha_2, lambda_1, lambda_2 = priors
@@ -613,6 +634,8 @@ def fit_evidence(
             f"increase n_samples, or use solver='exact' if the problem is small enough.",
             ConvergenceWarning,
         )
+    if draws is not None and tune_lambda and not scalar_prior:
+        _warn_if_groups_undecided(gammas, gamma_se, draws.n_samples)
     coef = mean.coef
     # Only the exact solver's posterior answers from the factorisation: the
     # iterative ones draw by their own solves (what their users reproduce).
