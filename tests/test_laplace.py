@@ -284,6 +284,13 @@ def test_posterior_draws_match_dense_covariance(multiclass, solver):
     assert_gaussian_draws(draws, D.w, np.linalg.inv(D.precision(lam)))
 
 
+def _classifier_query(X, net):
+    """Query points near ``X`` and their dense GGN quantities (logits ``f``, Jacobian ``J``) under ``net``."""
+    Xq = _query(X)
+    # The labels are placeholders: the tests read only the logits and the Jacobian.
+    return Xq, DenseGGN(net, Xq, np.zeros(Xq.shape[0], dtype=int) + net.classes_[0])
+
+
 def _exact_regressor_and_dense_function_variance():
     """An exact two-output Laplace regressor fit, its data, query points and ``diag(J H^-1 J^T)`` there (dense GGN)."""
     X, y = make_regression(n_outputs=2)
@@ -323,8 +330,7 @@ def test_regressor_predictive_std_matches_dense():
 @pytest.mark.parametrize("case", ["multiclass", "binary"])
 def test_classifier_probit_and_mc_match_dense(case, request):
     X, y, net, D = request.getfixturevalue(case)
-    Xq = _query(X)
-    Dq = DenseGGN(net, Xq, np.zeros(Xq.shape[0], dtype=int) + net.classes_[0])
+    Xq, Dq = _classifier_query(X, net)
     lam = 0.5
     cov = np.linalg.inv(D.precision(lam))
     n, m = Dq.n, Dq.m
@@ -496,8 +502,7 @@ def test_verbose_reports_each_evidence_step(multiclass, capsys):
 @pytest.mark.parametrize("case", ["multiclass", "binary"])
 def test_predict_logits_mean_and_covariance_match_dense(case, request):
     X, y, net, D = request.getfixturevalue(case)
-    Xq = _query(X)
-    Dq = DenseGGN(net, Xq, np.zeros(Xq.shape[0], dtype=int) + net.classes_[0])
+    Xq, Dq = _classifier_query(X, net)
     lam = 0.5
     cov = np.linalg.inv(D.precision(lam))
     Jq = Dq.J.reshape(Dq.n, Dq.m, D.d)
@@ -511,8 +516,7 @@ def test_predict_logits_mean_and_covariance_match_dense(case, request):
 
 def test_mc_link_draws_settable_at_prediction(multiclass):
     X, y, net, D = multiclass
-    Xq = _query(X)
-    Dq = DenseGGN(net, Xq, np.zeros(Xq.shape[0], dtype=int) + net.classes_[0])
+    Xq, Dq = _classifier_query(X, net)
     lam = 0.5
     clf = LinearisedLaplaceClassifier(FrozenEstimator(net), prior_precision=lam, solver="exact", random_state=0).fit(X, y)
     # link switches without a refit; n_samples draws afresh from the exact posterior.
