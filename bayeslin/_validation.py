@@ -27,6 +27,7 @@ __all__ = [
     "check_consistent_length",
     "check_device_array",
     "check_device_vector",
+    "check_return_std_se",
     "check_same_placement",
     "device_mover",
     "is_host_input",
@@ -130,6 +131,12 @@ def check_device_vector(y, xp, dtype, *, name="y", n=None):
     y = xp.astype(y, dtype) if y.dtype != dtype else y
     _check_finite(y, xp, name)
     return y
+
+
+def check_return_std_se(return_std, return_std_se):
+    """Refuse ``predict(return_std_se=True)`` without ``return_std``: it is the standard error of ``y_std``."""
+    if return_std_se and not return_std:
+        raise ValueError("return_std_se=True needs return_std=True: it is the standard error of y_std.")
 
 
 def check_consistent_length(n_X, n_y):

@@ -43,7 +43,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from ._backend import asarray_on, create, get_namespace, is_out_of_memory, to_numpy
 from ._progress import EvidenceProgress
-from ._validation import check_device_array, is_host_input, keeps_state_on_failure
+from ._validation import check_device_array, check_return_std_se, is_host_input, keeps_state_on_failure
 from .evidence import fit_evidence, warn_if_unconverged
 from .likelihoods import LogisticLikelihood, SoftmaxLikelihood
 from .networks import TorchModule, adapt_network, fit_network
@@ -945,8 +945,7 @@ solver_tol, solver_max_iter, batch_size, device, parameters, jacobian_batch_size
         y_std_se : ndarray, same shape as ``y_mean``
             Only if ``return_std_se``.
         """
-        if return_std_se and not return_std:
-            raise ValueError("return_std_se=True needs return_std=True: it is the standard error of y_std.")
+        check_return_std_se(return_std, return_std_se)
         X, placement = self._check_X(X)
         return self._guard_memory(
             lambda: self._predict(X, placement, return_std, include_noise, return_std_se), X.shape[0]

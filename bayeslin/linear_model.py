@@ -31,6 +31,7 @@ from ._validation import (
     as_array,
     check_device_array,
     check_device_vector,
+    check_return_std_se,
     check_same_placement,
     is_host_input,
     keeps_state_on_failure,
@@ -573,8 +574,7 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
             Only if ``return_std_se``.
         """
         check_is_fitted(self)
-        if return_std_se and not return_std:
-            raise ValueError("return_std_se=True needs return_std=True: it is the standard error of y_std.")
+        check_return_std_se(return_std, return_std_se)
         if _dask.as_dask_array(X) is not None:  # Dask input: lazy, chunk by chunk (bayeslin/_dask.py)
             factor = self._covariance_factor() if return_std else None
             out = _dask.predict(self, _dask.as_dask_array(X), return_std, factor)
