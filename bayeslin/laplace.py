@@ -73,7 +73,7 @@ class _LinearisedLaplaceBase(BaseEstimator):
         "parameters": [None, str, list, tuple],
         "jacobian_batch_size": [None, Interval(Integral, 1, None, closed="left")],
         "prior_precision": [StrOptions({"evidence"}), Interval(Real, 0, None, closed="neither"), "array-like"],
-        "lambda_init": [Interval(Real, 0, None, closed="neither")],
+        "lambda_init": [None, Interval(Real, 0, None, closed="neither")],
         "prior_structure": [StrOptions({"scalar", "layerwise"})],
         "normalize": [None, StrOptions({"g-prior"})],
         "n_samples": [Interval(Integral, 1, None, closed="left")],
@@ -196,10 +196,23 @@ class _LinearisedLaplaceBase(BaseEstimator):
             return list(jac.groups)
         return [(0, jac.n_params)]
 
-    def _lambda_start(self, n_groups):
-        """``(lambda values, tuned?)`` from ``prior_precision`` and ``lambda_init``."""
+    def _lambda_start(self, groups, weights, scale, n_rows):
+        """``(lambda values, tuned?)`` from ``prior_precision`` and ``lambda_init``.
+
+        ``lambda_init=None`` starts from the evidence update taken at the
+        network's weights ``w`` with each group's effective dimension at its
+        upper bound, ``gamma_g = |g| min(1, N / d)`` (``N`` rows of ``Phi``
+        bound the rank of the curvature): ``lambda_g = gamma_g / sum_g c_j w_j^2``.
+        Where the tangent mode's norm is about the weights', that lies
+        above the fixed point, so the first solve, the one without a warm
+        start, is the best conditioned of the fit instead of the worst
+        (see the design page).
+        """
+        n_groups = len(groups)
         if isinstance(self.prior_precision, str):
-            return np.full(n_groups, float(self.lambda_init)), True
+            if self.lambda_init is not None:
+                return np.full(n_groups, float(self.lambda_init)), True
+            return _lambda_from_weights(groups, weights, scale, n_rows), True
         lam = np.asarray(self.prior_precision, dtype=np.float64).reshape(-1)
         if lam.size == 1:
             lam = np.full(n_groups, float(lam[0]))
@@ -219,12 +232,14 @@ class _LinearisedLaplaceBase(BaseEstimator):
         c = diag / xp.mean(diag)
         return xp.maximum(c, _GPRIOR_FLOOR)
 
-    def _run_evidence(self, jac, features, *, mean_rhs, targets, tune_alpha, alpha_init, log_likelihood, rng):
+    def _run_evidence(
+        self, jac, features, *, weights, mean_rhs, targets, tune_alpha, alpha_init, log_likelihood, rng
+    ):
         d = jac.n_params
         solver = self._choose_solver(d)
         groups = self._groups(jac)
-        lambdas, tune_lambda = self._lambda_start(len(groups))
         scale = self._prior_scale(features, alpha_init)
+        lambdas, tune_lambda = self._lambda_start(groups, weights, scale, features.shape[0])
         options = self._solver_options(solver, features.dtype)
         result = fit_evidence(
             features,
@@ -416,8 +431,14 @@ default=None
         positive float (or, with ``prior_structure='layerwise'``, one value
         per layer) fixes it. Independent of the network's own ``alpha``
         (which acts on the weights only, scaled by ``1 / n``).
-    lambda_init : float, default=1.0
-        Starting prior precision of the evidence updates.
+    lambda_init : float, default=None
+        Starting prior precision of the evidence updates. None: the
+        evidence update at the network's weights ``w`` with every parameter
+        counted as determined, ``lambda_g = gamma_g / sum_{j in g} c_j w_j^2``
+        with ``gamma_g = |g| min(1, N / d)`` (``N`` rows of the whitened
+        Jacobian), the upper end of where the updates go when the tangent
+        mode is about as large as ``w``: the first, unwarmed solve is then
+        the best conditioned of the fit (1.0 when ``w`` is zero).
     prior_structure : {'scalar', 'layerwise'}, default='scalar'
         One prior precision for all parameters, or one per layer (its
         weights and bias together).
@@ -523,7 +544,7 @@ default=None
         estimator=None,
         *,
         prior_precision="evidence",
-        lambda_init=1.0,
+        lambda_init=None,
         prior_structure="scalar",
         normalize=None,
         link="probit",
@@ -622,6 +643,7 @@ default=None
         self._run_evidence(
             jac,
             features,
+            weights=w,
             mean_rhs=lambda alpha: rhs,
             targets=None,
             tune_alpha=False,
@@ -807,7 +829,7 @@ solver_tol, solver_max_iter, batch_size, device, parameters, jacobian_batch_size
         prior_precision="evidence",
         noise_precision="evidence",
         alpha_init=None,
-        lambda_init=1.0,
+        lambda_init=None,
         prior_structure="scalar",
         normalize=None,
         n_samples=16,
@@ -901,6 +923,7 @@ solver_tol, solver_max_iter, batch_size, device, parameters, jacobian_batch_size
         result = self._run_evidence(
             jac,
             jac,
+            weights=w,
             mean_rhs=None,
             targets=targets,
             tune_alpha=tune_alpha,
@@ -964,6 +987,20 @@ solver_tol, solver_max_iter, batch_size, device, parameters, jacobian_batch_size
         if f.shape[1] == 1:
             out = [a[:, 0] for a in out]
         return tuple(self._to_output(a, placement) for a in out)
+
+
+def _lambda_from_weights(groups, weights, scale, n_rows):
+    """The evidence update at the weights ``w`` with ``gamma_g = |g| min(1, N / d)``: ``gamma_g / sum_g c_j w_j^2``."""
+    w2 = np.asarray(to_numpy(weights), dtype=np.float64) ** 2
+    if scale is not None:
+        w2 = w2 * np.asarray(to_numpy(scale), dtype=np.float64)
+    d = w2.shape[0]
+    lambdas = []
+    for a, b in groups:
+        sq = float(np.sum(w2[a:b]))
+        lam = (b - a) * min(1.0, n_rows / d) / sq if sq > 0 else np.inf
+        lambdas.append(lam if np.isfinite(lam) and lam > 0 else 1.0)
+    return np.array(lambdas)
 
 
 def _sigmoid(z):

@@ -629,3 +629,68 @@ def test_float32_network_gets_the_float32_solver_tolerance():
     reg = LinearisedLaplaceRegressor(MLPRegressor(), solver="cg")
     assert reg._solver_options("cg", np.float32)["tol"] == solver_options("cg", float32=True)["tol"]
     assert reg._solver_options("cg", np.float64)["tol"] == solver_options("cg")["tol"]
+
+
+def _recorded_lambda_init(est, X, y, monkeypatch):
+    """The starting prior precision the estimator hands to the evidence loop."""
+    import bayeslin.laplace as laplace
+
+    seen = {}
+    real = laplace.fit_evidence
+
+    def spy(*args, **kwargs):
+        seen["lambda_init"] = np.asarray(kwargs["lambda_init"], dtype=float)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(laplace, "fit_evidence", spy)
+    est.fit(X, y)
+    return seen["lambda_init"]
+
+
+@pytest.mark.parametrize("kind", ["scalar", "layerwise", "g-prior", "few rows", "regressor"])
+def test_default_lambda_start_is_the_evidence_update_at_the_weights(kind, monkeypatch):
+    # lambda_init=None: lambda_g = gamma_g / sum_{j in g} c_j w_j^2 at the
+    # network's weights w, with gamma_g at its bound |g| min(1, N / d)
+    # (N = n m rows of the whitened Jacobian), rebuilt here from the
+    # network's own coefs_ and intercepts_.
+    if kind == "regressor":
+        X, y = make_regression()
+        net = fitted_regressor_net(X, y)
+        est = LinearisedLaplaceRegressor(FrozenEstimator(net), solver="exact", max_iter=2)
+    else:
+        X, y = make_classification(3)
+        net = fitted_classifier_net(X, y)
+        if kind == "few rows":
+            X, y = X[:4], y[:4]  # N = 12 rows < d = 45 parameters
+        est = LinearisedLaplaceClassifier(
+            FrozenEstimator(net), solver="exact", max_iter=2,
+            prior_structure="layerwise" if kind == "layerwise" else "scalar",
+            normalize="g-prior" if kind == "g-prior" else None,
+        )
+    layers = [np.concatenate([W.ravel(), b]) for W, b in zip(net.coefs_, net.intercepts_)]
+    d = sum(v.size for v in layers)
+    rows = X.shape[0] * net.n_outputs_
+    start = _recorded_lambda_init(est, X, y, monkeypatch)
+    if kind == "layerwise":
+        expected = [v.size / np.sum(v**2) for v in layers]
+    elif kind == "g-prior":
+        D = DenseGGN(net, X, y)
+        c = np.maximum(np.diag(D.M) / np.mean(np.diag(D.M)), 1e-4)
+        expected = [d / np.sum(c * D.w**2)]
+    else:
+        expected = [d * min(1.0, rows / d) / sum(np.sum(v**2) for v in layers)]
+    if kind == "few rows":
+        assert rows < d
+    assert_allclose(start, expected, rtol=1e-6)
+    # An explicit start is kept as it is.
+    assert_allclose(_recorded_lambda_init(clone(est).set_params(lambda_init=1.0), X, y, monkeypatch), 1.0)
+
+
+def test_default_lambda_start_reaches_the_fixed_point_of_a_unit_start(multiclass):
+    # The start changes the path of the updates, not where they settle.
+    X, y, net, D = multiclass
+    kw = dict(solver="exact", max_iter=500, tol=1e-10)
+    default = LinearisedLaplaceClassifier(FrozenEstimator(net), **kw).fit(X, y)
+    unit = LinearisedLaplaceClassifier(FrozenEstimator(net), lambda_init=1.0, **kw).fit(X, y)
+    assert_allclose(default.lambda_, unit.lambda_, rtol=1e-6)
+    assert_allclose(default.lambda_, D.fixed_point()[0], rtol=1e-6)
