@@ -190,9 +190,15 @@ class TorchJacobian(FeatureOperator):
         return f
 
     def _split(self, V):
-        """(d, k) columns as one (k, *shape) tensor per parameter."""
+        """(d, k) columns as one contiguous (k, *shape) tensor per parameter.
+
+        Contiguous, so that every tangent has its parameter's strides: forward
+        mode copies a tangent laid out otherwise into fresh zeros on every
+        ``jvp`` call, i.e. once per block of observations (37 copies of all
+        ``d * k`` numbers for a 256-row CNN product in 7-row blocks).
+        """
         k = V.shape[1]
-        Vt = V.T
+        Vt = V.T.contiguous()
         return tuple(
             Vt[:, a:b].reshape((k, *shape)) for (a, b), shape in zip(self._c["slices"], self._c["shapes"])
         )
@@ -227,16 +233,20 @@ class TorchJacobian(FeatureOperator):
             for start, stop, r0, r1, g in self._row_gradients(whiten=False):
                 out[start:stop, r0:r1] = g @ V
             return out
-        primals = self._c["primals"]
-        tangents = self._split(V)
-        out = []
-        for start, stop in self._blocks(V.shape[1]):
-            f = self._f(self.X[start:stop])
-            push = vmap(lambda *t: jvp(f, primals, t)[1])
-            out.append(push(*tangents).permute(1, 2, 0))
-        if not out:
+        if self.n_obs == 0:
             return V.new_zeros((0, self.n_outputs, V.shape[1]))
-        return torch.cat(out)
+        blocks = list(self._blocks(V.shape[1]))
+
+        def outputs(*params):
+            # All blocks inside one jvp: the tangents are attached to the
+            # parameters once (forward mode under vmap copies every tangent
+            # into fresh zeros per jvp call: d * k numbers per block), and a
+            # block's activations are freed before the next block runs.
+            return torch.cat([self._f(self.X[start:stop])(*params) for start, stop in blocks])
+
+        primals = self._c["primals"]
+        push = vmap(lambda *t: jvp(outputs, primals, t)[1])
+        return push(*self._split(V)).permute(1, 2, 0)
 
     def _vjp(self, G):
         """``sum_i J_i^T G_i`` for ``G`` of shape (n, m, k): shape (d, k)."""
