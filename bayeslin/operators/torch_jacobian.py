@@ -58,15 +58,18 @@ _ACTIVATION_COPIES = 2
 # output of one observation times the rows and the columns vectorised
 # together. Tensors of hundreds of MB (a CNN's vmapped convolution over 17
 # tangents and 86 rows: 290 MB) run elementwise work at memory bandwidth and
-# are mmap'd and unmapped on every allocation (glibc serves blocks above
-# 32 MB that way): a 256-row CNN product spent 870,000 minor page faults per
-# call. Measured on a 256-row, 255,050-parameter CNN, 17 columns, one
-# thread: jvp in 8-row blocks (9 MB tensors) took 1.49 s of CPU against
-# 2.59 s in 128-row ones; pulling back the columns one at a time from one
-# forward pass in 64-row blocks took 1.17 s against 2.50 s vmapped in
-# 128-row blocks (vmap's batching rule for convolution weight gradients
-# copies the cotangents into another layout).
-_TENSOR_BYTES = 8 * 2**20
+# are mmap'd and unmapped on every allocation (glibc serves blocks above at
+# most 32 MB that way): a 256-row CNN product took 600,000 to 870,000 minor
+# page faults per call. Measured on a 256-row, 255,050-parameter CNN with 17
+# columns, one thread, CPU seconds of Phi @ V + Phi.T @ U: 4.9 in the
+# previous 86-row blocks, 3.2 / 3.1 / 3.0 under bounds of 8 / 16 / 32 MiB;
+# with two threads on a loaded machine (per-pass synchronisation dominates
+# there, so fewer, larger blocks gain) 16 MiB did best of the three.
+# Reverse mode pulls back one column at a time when the bound leaves room
+# for no more (vmap's batching rule for convolution weight gradients copies
+# the cotangents into another layout; one thread: 1.17 s one at a time in
+# 64-row blocks against 1.60 s vmapped in 8-row ones).
+_TENSOR_BYTES = 16 * 2**20
 
 
 def _output_rows(out):
