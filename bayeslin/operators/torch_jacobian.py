@@ -259,8 +259,9 @@ class TorchJacobian(FeatureOperator):
         Gt = G.permute(2, 0, 1)
         # One forward pass per block of observations serves all k columns,
         # pulled back `chunk` at a time: vectorised while the block's
-        # tensors stay small, else one plain reverse pass per column.
-        for start, stop in self._blocks(0):
+        # tensors stay small, else one plain reverse pass per column (the
+        # blocks are sized for one column at a time).
+        for start, stop in self._blocks(1):
             chunk = self._columns_at_once(stop - start)
             _, pull = vjp(self._f(self.X[start:stop]), *primals)
             for c0 in range(0, k, chunk):
