@@ -7,7 +7,10 @@ forward-and-backward passes of the same network over the same rows (what
 17 separate gradient computations cost). Both are timed alternately,
 ``--repeats`` times, and the minimum of each is kept (the machine is shared).
 Wall-clock and CPU (process) time are both reported: on a loaded machine the
-wall clock mostly measures the other processes, the CPU time less so.
+wall clock mostly measures the other processes, the CPU time less so. With
+``OMP_NUM_THREADS=1`` the CPU times measure the work alone: with two threads
+on a loaded machine every pass also waits to synchronise its threads, which
+weighs on whichever side runs more, smaller passes.
 
     python asv_bench/bench_torch_jacobian.py [--rows 256] [--repeats 5] [--dtype float32]
 

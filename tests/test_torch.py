@@ -20,7 +20,7 @@ from sklearn.exceptions import ConvergenceWarning
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 from torch import nn  # noqa: E402
-from torch.func import functional_call, jacrev  # noqa: E402
+from torch.func import functional_call, jacrev, vmap  # noqa: E402
 
 from bayeslin import LinearisedLaplaceClassifier, LinearisedLaplaceRegressor  # noqa: E402
 from bayeslin.networks import TorchJacobian, TorchModule  # noqa: E402
@@ -131,6 +131,40 @@ def test_row_norms_block_bound(monkeypatch):
     op = TorchJacobian(module, X, names)
     assert_allclose(op.row_sq_norms(), (J * J).sum(1), rtol=RTOL)
     assert_allclose(op.col_sq_norms(), (J * J).sum(0), rtol=RTOL, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+@pytest.mark.parametrize("columns_at_once", [1, 3])
+def test_products_in_column_chunks(kind, columns_at_once, monkeypatch):
+    """Small tensor bounds: reverse mode pulls back one column at a time, or chunks of 3 of the 5."""
+    import bayeslin.operators.torch_jacobian as tj
+
+    module, X = _networks()[kind]
+    names = [n for n, _ in module.named_parameters()]
+    J = dense_jacobian(module, X, names)
+    # The operator's measure of one observation's largest activation: the
+    # largest output of any submodule.
+    sizes = []
+    handles = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out[0].numel())) for m in module.modules()]
+    with torch.no_grad():
+        module(X[:1])
+    for h in handles:
+        h.remove()
+    largest, n = max(sizes) * 8, X.shape[0]
+    # One block of all n rows in reverse mode, `columns_at_once` columns per pass.
+    monkeypatch.setattr(tj, "_TENSOR_BYTES", largest * n * (columns_at_once + 1))
+    calls = []
+    monkeypatch.setattr(tj, "vmap", lambda f, *a, **kw: calls.append(1) or vmap(f, *a, **kw))
+    op = TorchJacobian(module, X, names)
+    gen = torch.Generator().manual_seed(0)
+    V = torch.randn(J.shape[1], 5, dtype=torch.float64, generator=gen)
+    U = torch.randn(J.shape[0], 5, dtype=torch.float64, generator=gen)
+    assert_allclose(op.rmatmat(U), J.T @ U, rtol=RTOL, atol=1e-12)
+    assert len(calls) == (0 if columns_at_once == 1 else 2)
+    # Forward mode in blocks of fewer rows under the same bound.
+    assert_allclose(op.matmat(V), J @ V, rtol=RTOL, atol=1e-12)
+    w = torch.rand(J.shape[0], dtype=torch.float64, generator=gen)
+    assert_allclose(op.gram_times(V, w), J.T @ (w[:, None] * (J @ V)), rtol=RTOL, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------

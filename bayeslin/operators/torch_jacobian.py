@@ -22,7 +22,11 @@ Products are forward-mode (``Phi @ V``: :func:`torch.func.jvp`) and
 reverse-mode (``Phi.T @ U``: :func:`torch.func.vjp`) passes, vectorised over
 the block of columns with :func:`torch.func.vmap` and taken over blocks of
 observations sized so that one block's activations stay under a memory
-bound; neither the Jacobian nor the curvature is ever formed. Row and column
+bound, and so that no single activation tensor of a block (the largest
+layer's output times the columns vectorised together) exceeds
+``_TENSOR_BYTES``; reverse mode pulls back a block's columns in chunks that
+respect the same bound, one forward pass per block of observations. Neither
+the Jacobian nor the curvature is ever formed. Row and column
 norms come from per-row gradients (``vmap`` of ``vjp`` over observations),
 in blocks of at most ``_BLOCK_BYTES``. Everything stays on the module's
 device: inputs, transforms and products are torch tensors.
@@ -47,10 +51,25 @@ _DENSE_ROWS_FACTOR = 8
 # A product holds about this many copies of the activations per column
 # (the tangent or cotangent and one layer's temporaries): measured peaks of
 # vmapped jvp and vjp over 17 columns were 1.9 to 2.1 times k + 1 copies.
-# Blocks as large as the bound allows run the vmapped passes at a higher
-# throughput (a CNN's products took about 20% less CPU time in 128-row
-# blocks than in 64-row ones; 16-row blocks took 50% more).
+# Blocks are not made as large as this bound allows: _TENSOR_BYTES below
+# usually binds first, for speed.
 _ACTIVATION_COPIES = 2
+# Bytes one activation tensor of a block may take: the largest submodule
+# output of one observation times the rows and the columns vectorised
+# together. Tensors of hundreds of MB (a CNN's vmapped convolution over 17
+# tangents and 86 rows: 290 MB) run elementwise work at memory bandwidth and
+# are mmap'd and unmapped on every allocation (glibc serves blocks above at
+# most 32 MB that way): a 256-row CNN product took 600,000 to 870,000 minor
+# page faults per call. Measured on a 256-row, 255,050-parameter CNN with 17
+# columns, one thread, CPU seconds of Phi @ V + Phi.T @ U: 4.9 in the
+# previous 86-row blocks, 3.2 / 3.1 / 3.0 under bounds of 8 / 16 / 32 MiB;
+# with two threads on a loaded machine (per-pass synchronisation dominates
+# there, so fewer, larger blocks gain) 16 MiB did best of the three.
+# Reverse mode pulls back one column at a time when the bound leaves room
+# for no more (vmap's batching rule for convolution weight gradients copies
+# the cotangents into another layout; one thread: 1.17 s one at a time in
+# 64-row blocks against 1.60 s vmapped in 8-row ones).
+_TENSOR_BYTES = 16 * 2**20
 
 
 def _output_rows(out):
@@ -174,24 +193,37 @@ class TorchJacobian(FeatureOperator):
         return f
 
     def _split(self, V):
-        """(d, k) columns as one (k, *shape) tensor per parameter."""
+        """(d, k) columns as one contiguous (k, *shape) tensor per parameter.
+
+        Contiguous, so that every tangent has its parameter's strides: forward
+        mode copies a tangent laid out otherwise into fresh zeros on every
+        ``jvp`` call, i.e. once per block of observations (37 copies of all
+        ``d * k`` numbers for a 256-row CNN product in 7-row blocks).
+        """
         k = V.shape[1]
-        Vt = V.T
+        Vt = V.T.contiguous()
         return tuple(
             Vt[:, a:b].reshape((k, *shape)) for (a, b), shape in zip(self._c["slices"], self._c["shapes"])
         )
 
     def _blocks(self, k):
-        """``(start, stop)`` observation blocks for products with ``k`` columns."""
+        """``(start, stop)`` observation blocks for products vectorised over ``k`` columns."""
         size = self._c["batch_size"]
         if size is None:
             per_obs = self._c["activation_bytes"] * _ACTIVATION_COPIES * (k + 1)
-            size = max(1, _BLOCK_BYTES // max(1, per_obs))
+            size = max(1, min(_BLOCK_BYTES // max(1, per_obs),
+                              _TENSOR_BYTES // max(1, self._c["largest_bytes"] * (k + 1))))
             # Blocks of equal size under the bound: a small last block runs
             # the per-block passes at a fraction of their throughput.
             size = -(-self.n_obs // max(1, -(-self.n_obs // size)))
         for start in range(0, self.n_obs, size):
             yield start, min(self.n_obs, start + size)
+
+    def _columns_at_once(self, rows):
+        """Columns one vectorised pass over ``rows`` observations may take under both bounds (at least 1)."""
+        c = self._c
+        return max(1, min(_BLOCK_BYTES // max(1, c["activation_bytes"] * _ACTIVATION_COPIES * rows),
+                          _TENSOR_BYTES // max(1, c["largest_bytes"] * rows)) - 1)
 
     # -- products -------------------------------------------------------------
 
@@ -204,27 +236,43 @@ class TorchJacobian(FeatureOperator):
             for start, stop, r0, r1, g in self._row_gradients(whiten=False):
                 out[start:stop, r0:r1] = g @ V
             return out
-        primals = self._c["primals"]
-        tangents = self._split(V)
-        out = []
-        for start, stop in self._blocks(V.shape[1]):
-            f = self._f(self.X[start:stop])
-            push = vmap(lambda *t: jvp(f, primals, t)[1])
-            out.append(push(*tangents).permute(1, 2, 0))
-        if not out:
+        if self.n_obs == 0:
             return V.new_zeros((0, self.n_outputs, V.shape[1]))
-        return torch.cat(out)
+        blocks = list(self._blocks(V.shape[1]))
+
+        def outputs(*params):
+            # All blocks inside one jvp: the tangents are attached to the
+            # parameters once (forward mode under vmap copies every tangent
+            # into fresh zeros per jvp call: d * k numbers per block), and a
+            # block's activations are freed before the next block runs.
+            return torch.cat([self._f(self.X[start:stop])(*params) for start, stop in blocks])
+
+        primals = self._c["primals"]
+        push = vmap(lambda *t: jvp(outputs, primals, t)[1])
+        return push(*self._split(V)).permute(1, 2, 0)
 
     def _vjp(self, G):
         """``sum_i J_i^T G_i`` for ``G`` of shape (n, m, k): shape (d, k)."""
         primals = self._c["primals"]
         k = G.shape[2]
         total = G.new_zeros((k, self.n_params))
-        for start, stop in self._blocks(k):
+        Gt = G.permute(2, 0, 1)
+        # One forward pass per block of observations serves all k columns,
+        # pulled back `chunk` at a time: vectorised while the block's
+        # tensors stay small, else one plain reverse pass per column (the
+        # blocks are sized for one column at a time).
+        for start, stop in self._blocks(1):
+            chunk = self._columns_at_once(stop - start)
             _, pull = vjp(self._f(self.X[start:stop]), *primals)
-            grads = vmap(pull)(G[start:stop].permute(2, 0, 1).contiguous())
-            for (a, b), g in zip(self._c["slices"], grads):
-                total[:, a:b] += g.reshape(k, -1)
+            for c0 in range(0, k, chunk):
+                c1 = min(k, c0 + chunk)
+                cot = Gt[c0:c1, start:stop]
+                if c1 - c0 == 1:
+                    grads = [g[None] for g in pull(cot[0])]
+                else:
+                    grads = vmap(pull)(cot.contiguous())
+                for (a, b), g in zip(self._c["slices"], grads):
+                    total[c0:c1, a:b] += g.reshape(c1 - c0, -1)
         return total.T
 
     def matmat(self, V):
@@ -380,7 +428,8 @@ def _build_cache(module, X, names, output_map, groups, dtype, batch_size):
         "batch_size": batch_size,
         "X": X,
     }
-    cache["activation_bytes"] = _activation_bytes(module, fixed, names, primals, X[:1], dtype) if X.shape[0] else 1
+    sizes = _activation_bytes(module, fixed, names, primals, X[:1], dtype) if X.shape[0] else (1, 1)
+    cache["activation_bytes"], cache["largest_bytes"] = sizes
     probe = TorchJacobian(None, None, None, _cache={**cache, "outputs": X.new_zeros((0, 1))})
     with torch.no_grad():
         step = batch_size or max(1, _BLOCK_BYTES // max(1, cache["activation_bytes"]))
@@ -390,12 +439,13 @@ def _build_cache(module, X, names, output_map, groups, dtype, batch_size):
 
 
 def _activation_bytes(module, fixed, names, primals, x, dtype):
-    """Bytes of every submodule's output for one observation (what a product keeps per column)."""
-    total = [x.numel()]
+    """Bytes of every submodule's output for one observation (what a product keeps per column), and of the largest."""
+    total = [x.numel(), 1]
 
     def hook(_mod, _inp, out):
         if isinstance(out, torch.Tensor):
             total[0] += out.numel()
+            total[1] = max(total[1], out.numel())
 
     handles = [m.register_forward_hook(hook) for m in module.modules()]
     try:
@@ -406,4 +456,5 @@ def _activation_bytes(module, fixed, names, primals, x, dtype):
     finally:
         for h in handles:
             h.remove()
-    return total[0] * torch.finfo(dtype).bits // 8
+    itemsize = torch.finfo(dtype).bits // 8
+    return total[0] * itemsize, total[1] * itemsize
