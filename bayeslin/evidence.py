@@ -31,7 +31,9 @@ from ._backend import create, scalar, to_numpy
 from .operators.features import CentringPrecisionError
 from .posterior import Posterior, warn_if_stopped_short
 from .solvers import SOLVERS, ExactFactorization, PosteriorPrecision, SampleDraws
+from .solvers.cg import auto_preconditioner
 from .solvers.exact import PosteriorMean, group_sums
+from .solvers.nystrom import sketch_of
 
 __all__ = [
     "EvidenceResult",
@@ -160,7 +162,7 @@ def expand_prior(lambdas, groups, scale, xp, dtype, device_=None):
 
 
 def estimate_effective_dims(
-    system, samples, data_images, draws, rhs=None, groups=None, noise_estimate=True, return_se=False
+    system, samples, data_images, draws, rhs=None, groups=None, noise_estimate=True, return_se=False, control=None
 ):
     """Estimate ``gamma_g = Tr_g(H^-1 M)``, ``M = alpha Phi^T W Phi``, per group from posterior samples.
 
@@ -176,7 +178,15 @@ def estimate_effective_dims(
       ``c_j = n - xi_j^T (xi_j - sqrt(alpha) W^1/2 Phi z_j)``, with ``xi_j``
       the data noise behind ``r_j``: the same sum over the n observations,
       small when nearly every observation is fitted (``gamma`` close to
-      ``n``, where the noise update ``n - gamma`` needs it most).
+      ``n``, where the noise update ``n - gamma`` needs it most);
+    - with a ``control`` variate ``v_j ~ N(0, P^-1)`` drawn from the same
+      noise as ``z_j``, ``P = A + M~`` with ``M~`` the curvature a Nystrom
+      sketch captures (see
+      :meth:`~bayeslin.solvers.nystrom.NystromApproximation.control_variate`),
+      ``a`` and ``b`` with their captured parts taken exactly (the
+      Nystrom++ idea): ``Tr_g(M~ P^-1) + z_g^T (M z)_g - v_g^T (M~ v)_g``
+      and ``|g| - Tr_g(A P^-1) - z_g^T A_g z_g + v_g^T A_g v_g``. Only the
+      uncaptured remainder carries Monte Carlo noise.
 
     The affine combination with the smallest empirical variance is used.
     When the right-hand sides ``Y`` span the whole parameter space (more
@@ -200,6 +210,9 @@ def estimate_effective_dims(
     return_se : bool, default=False
         Also return the Monte Carlo standard error of each estimate (0 when
         exact; ``inf`` from a single sample).
+    control : tuple (v, prior_diagonal, captured), optional
+        Control-variate draws ``v`` (d, k) of known covariance ``P^-1``,
+        ``diag(A P^-1)`` (d,) and ``M~ v`` (d, k).
 
     Returns
     -------
@@ -207,11 +220,11 @@ def estimate_effective_dims(
     se : ndarray of shape (n_groups,)
         Only with ``return_se``.
     """
-    gammas, se = _estimate_effective_dims(system, samples, data_images, draws, rhs, groups, noise_estimate)
+    gammas, se = _estimate_effective_dims(system, samples, data_images, draws, rhs, groups, noise_estimate, control)
     return (gammas, se) if return_se else gammas
 
 
-def _estimate_effective_dims(system, samples, data_images, draws, rhs, groups, noise_estimate):
+def _estimate_effective_dims(system, samples, data_images, draws, rhs, groups, noise_estimate, control):
     xp = system.xp
     d, k = samples.shape
     n = data_images.shape[0]
@@ -231,21 +244,35 @@ def _estimate_effective_dims(system, samples, data_images, draws, rhs, groups, n
     else:
         w_images = data_images if system.sqrt_weights is None else data_images * system.sqrt_weights[:, None]
         a = to_numpy(group_sums(samples * (alpha * system.features.rmatmat(w_images)), groups, xp))
+    if control is not None:
+        v, prior_diagonal, captured = control
+        # Tr_g(A P^-1): what v's part of b has in expectation (and |g| minus it, of a).
+        known = to_numpy(group_sums(prior_diagonal[:, None], groups, xp))
+        a_cv = a + (sizes[:, None] - known) - to_numpy(group_sums(v * captured, groups, xp))
     if scalar_prior:
         b = (d - prior * to_numpy(xp.sum(samples * samples, axis=0)))[None, :]
     else:
         b = sizes[:, None] - to_numpy(group_sums(prior[:, None] * samples * samples, groups, xp))
+    extra = []
+    if control is not None:
+        v_sq = v * v if scalar_prior else prior[:, None] * v * v
+        v_part = to_numpy(group_sums(v_sq, groups, xp)) * (prior if scalar_prior else 1.0)
+        # |g| - Tr_g(A P^-1) - (z_g^T A z_g - v_g^T A v_g): unbiased, with P's part exact.
+        extra = [a_cv, b - known + v_part]
     if noise_estimate and len(groups) == 1:
         xi = draws.xi
         c = n - to_numpy(xp.sum(xi * xi, axis=0) - alpha**0.5 * xp.sum(xi * data_images, axis=0))
         if k < 2:
             return a[:, 0], np.full(1, np.inf)
         # gamma lies in [0, min(n, d)]; a noisy estimate must not leave it.
-        mean, se = min_variance_mean(np.stack([a[0], b[0], c], axis=1), return_se=True)
+        mean, se = min_variance_mean(np.stack([a[0], b[0], c] + [e[0] for e in extra], axis=1), return_se=True)
         return np.array([np.clip(mean, 0.0, min(n, d))]), np.array([se])
     if k < 2:
         return np.clip(a[:, 0], 0.0, sizes), np.full(len(groups), np.inf)
-    pairs = [min_variance_mean(np.stack([a[g], b[g]], axis=1), return_se=True) for g in range(len(groups))]
+    pairs = [
+        min_variance_mean(np.stack([a[g], b[g]] + [e[g] for e in extra], axis=1), return_se=True)
+        for g in range(len(groups))
+    ]
     gammas = np.array([m for m, _ in pairs])
     return np.clip(gammas, 0.0, sizes), np.array([se for _, se in pairs])
 
@@ -316,6 +343,12 @@ def spanned_inverse_diagonal(samples, rhs):
     return np.sum(to_numpy(samples) * np.linalg.solve(gram, Y), axis=1)
 
 
+# Columns of the Nystrom sketch behind the effective dimension's control
+# variate: cg's default preconditioner rank, so one sketch serves both (and,
+# as for cg, at most d / 4 and none below 16).
+CONTROL_RANK = 128
+
+
 # The iterative path doubles its posterior samples, up to this factor, while
 # the effective dimension is too uncertain to decide the evidence updates.
 MAX_SAMPLE_GROWTH = 16
@@ -328,9 +361,9 @@ def _too_uncertain(gammas, gamma_se, n_eff, tune_alpha):
     """Whether the Monte Carlo error of gamma exceeds DECIDE_RTOL of gamma or of ``n - gamma``.
 
     Only fits that tune the noise: the runaway into the interpolation corner
-    goes through the noise update ``(n - gamma) / sse``. Fits of the prior
-    alone (the classifier) report the standard error without adding samples,
-    whose cost per-group uncertainties (small layers) would multiply.
+    goes through the noise update ``(n - gamma) / sse``. Per-group fits
+    also add samples while some group is undecided (see
+    :func:`_groups_undecided`).
     """
     if not tune_alpha:
         return False
@@ -341,16 +374,22 @@ def _too_uncertain(gammas, gamma_se, n_eff, tune_alpha):
 
 # Relative Monte Carlo error of a group's effective dimension (so of its
 # lambda, which the update makes proportional to it) above which a
-# per-group fit warns: sample growth does not cover these groups (see
-# _too_uncertain), and a small layer's gamma can be mostly noise.
+# per-group fit adds samples and, if that does not decide it, warns.
 GROUP_WARN_RTOL = 0.05
+
+
+def _groups_undecided(gammas, gamma_se):
+    """Index of the group whose gamma has the largest relative Monte Carlo error, and whether it exceeds GROUP_WARN_RTOL."""
+    rel = gamma_se / np.maximum(gammas, np.finfo(float).tiny)
+    worst = int(np.argmax(rel))
+    return worst, bool(rel[worst] > GROUP_WARN_RTOL)
 
 
 def _warn_if_groups_undecided(gammas, gamma_se, n_samples):
     """Warn (ConvergenceWarning) when some group's gamma, hence its lambda, carries a large Monte Carlo error."""
     rel = gamma_se / np.maximum(gammas, np.finfo(float).tiny)
-    worst = int(np.argmax(rel))
-    if rel[worst] > GROUP_WARN_RTOL:
+    worst, undecided = _groups_undecided(gammas, gamma_se)
+    if undecided:
         warnings.warn(
             f"The prior precision of parameter group {worst} is undecided by the posterior samples: its effective "
             f"dimension is {gammas[worst]:.4g} +- {gamma_se[worst]:.2g} (Monte Carlo standard error with "
@@ -438,9 +477,9 @@ def fit_evidence(
         training data, whose curvature vanishes).
     stop : {'coef', 'hyperparameters'}, default='coef'
         ``'coef'``: BayesianRidge's rule, the L1 change of the mean below
-        ``tol`` after the first step (the iterative solvers also need the
-        hyperparameters' relative change below ``tol``, as a warm-started
-        solve may leave the mean unchanged while they move).
+        ``tol`` after the first step, and the hyperparameters' relative
+        change below ``tol`` too (the mean of heavily shrunk coefficients,
+        or of a warm-started solve, can stand still while they move).
         ``'hyperparameters'``: every hyperparameter's relative change below ``tol``.
     noise_estimate : bool, default=True
         Use the data-noise estimate of gamma too (see :func:`estimate_effective_dims`).
@@ -521,6 +560,32 @@ def fit_evidence(
         curvature = float(np.mean(to_numpy(features.col_sq_norms(w))))
         curvature = curvature if np.isfinite(curvature) and curvature > 0 else 1.0
 
+    # Without exact traces, a Nystrom sketch of the curvature (cg's
+    # preconditioner, shared) gives the samples a control variate: gamma's
+    # captured part exact, Monte Carlo noise only on the remainder.
+    control_rank = None
+    if not exact and fact is None:
+        name, rank = auto_preconditioner(d, options.get("preconditioner_rank", CONTROL_RANK))
+        control_rank = rank if name is not None else None
+    projected = {}
+
+    def control_draws(system):
+        """``(v, diag(A P^-1), passes)`` of the control variate at the system's hyperparameters, or None."""
+        if control_rank is None:
+            return None
+        stats = system.statistics
+        passes = 0.0 if stats.nystrom is not None and stats.nystrom.rank == min(control_rank, d) else control_rank
+        approx = sketch_of(system, control_rank)
+        if approx.compressed is None:
+            approx.compress(lambda V: features.gram_times(V, w))
+            passes += approx.rank
+        key = (id(approx), draws.n_samples)
+        if projected.get("key") != key:
+            projected.update(key=key, c=approx.project_noise(draws.data_noise))
+        solve_control, prior_diagonal, captured_times = approx.control_variate(system.alpha, system.prior)
+        v = solve_control(draws.prior_noise, projected["c"])
+        return v, prior_diagonal, captured_times(v), passes / (draws.n_samples + 1)
+
     coef, samples = (None, None) if warm is None else warm
     results, scores = [], []
     gamma_se = np.zeros(len(group_list))
@@ -553,8 +618,20 @@ def fit_evidence(
             gammas = fact.effective_dims(alpha, prior, None if scalar_prior else group_list)
             gamma_se[:] = 0.0
         else:
+            control = control_draws(system)
+            if control is not None:
+                # The sketch's products count as passes of this step (in products of k + 1 columns).
+                res.info["passes"] = res.info.get("passes", res.n_iter) + control[3]
             gammas, gamma_se[:] = estimate_effective_dims(
-                system, samples, images, draws, sample_rhs, None if scalar_prior else group_list, noise_estimate, True
+                system,
+                samples,
+                images,
+                draws,
+                sample_rhs,
+                None if scalar_prior else group_list,
+                noise_estimate,
+                True,
+                control=None if control is None else control[:3],
             )
         return res, PosteriorMean(coef), sse, gammas
 
@@ -576,7 +653,10 @@ def fit_evidence(
             scores.append(score(system, mean, sse))
         if callback is not None:
             callback(it, alpha, lambdas[0] if len(lambdas) == 1 else lambdas.copy(), float(np.sum(gammas)), res)
-        if draws is not None and draws.n_samples < max_samples and _too_uncertain(gammas, gamma_se, n_eff, tune_alpha):
+        undecided = _too_uncertain(gammas, gamma_se, n_eff, tune_alpha) or (
+            tune_lambda and not scalar_prior and _groups_undecided(gammas, gamma_se)[1]
+        )
+        if draws is not None and draws.n_samples < max_samples and undecided:
             # The updates would follow Monte Carlo noise rather than the
             # evidence (near gamma ~ n it walks into the interpolation
             # corner, a fixed point of the updates): add samples and redo
@@ -609,10 +689,13 @@ def fit_evidence(
         lambdas, alpha = new_lambdas, float(new_alpha)
         system = system.with_hyperparameters(alpha, prior_of(lambdas))
         if stop == "coef":
-            # An iterative solve whose warm start already meets its tolerance
-            # leaves the mean unchanged although alpha and lambda moved, so for
-            # those solvers the hyperparameters must also have settled.
-            done = it != 0 and (exact or change < tol) and mean.l1_change(mean_old, tol) < tol
+            # BayesianRidge's rule alone stops where heavily shrunk
+            # coefficients barely move although alpha and lambda still do
+            # (11% short of the fixed point on a nearly signal-free n < d
+            # problem), and an iterative solve whose warm start meets its
+            # tolerance leaves the mean unchanged while they move: every
+            # solver also waits for the hyperparameters to settle.
+            done = it != 0 and change < tol and mean.l1_change(mean_old, tol) < tol
         else:
             done = change < tol
         if done:

@@ -86,9 +86,11 @@ class BayesianLinearRegressor(RegressorMixin, BaseEstimator):
         Maximum number of evidence (EM) iterations.
     tol : float, default=1e-3
         Stop when the L1 change of ``coef_`` between iterations is below
-        ``tol`` (as BayesianRidge); the iterative solvers also need the
-        relative change of ``alpha_`` and ``lambda_`` below ``tol``, since a
-        warm-started solve may leave ``coef_`` unchanged while they move.
+        ``tol`` (as BayesianRidge) and the relative change of ``alpha_`` and
+        ``lambda_`` is below ``tol`` too: heavily shrunk coefficients (and a
+        warm-started iterative solve) can stand still while the
+        hyperparameters still move, where BayesianRidge stops short of the
+        fixed point.
     alpha_1, alpha_2 : float, default=1e-6
         Shape and inverse scale of the Gamma prior on ``alpha``.
     lambda_1, lambda_2 : float, default=1e-6

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._backend import to_numpy
 from ._system import SolverResult
-from .nystrom import prior_scale, randomized_nystrom
+from .nystrom import sketch_of
 
 __all__ = ["solve_cg", "auto_preconditioner"]
 
@@ -153,7 +153,7 @@ def _preconditioner(system, name, rank):
         diag_inv = 1.0 / _diagonal(system)[:, None]
         return lambda R: R * diag_inv
     if name == "nystrom":
-        approx = _nystrom(system, rank)
+        approx = sketch_of(system, rank)
         if automatic and approx.gain(system.alpha, system.prior) < NYSTROM_MIN_GAIN:
             return None
         return approx.preconditioner(system.alpha, system.prior)
@@ -169,23 +169,6 @@ def auto_preconditioner(d, rank):
     """
     rank = min(rank, d // NYSTROM_MIN_DIM_FACTOR)
     return ("nystrom", rank) if rank >= NYSTROM_MIN_RANK else (None, rank)
-
-
-def _nystrom(system, rank):
-    """The Nystrom approximation of ``Phi^T W Phi`` (in the prior's coordinates), formed once per loop."""
-    stats = system.statistics
-    if stats.nystrom is None or stats.nystrom.rank != min(rank, system.shape[0]):
-        F, w, xp = system.features, system.weights, system.xp
-        stats.nystrom = randomized_nystrom(
-            lambda V: F.gram_times(V, w),
-            system.shape[0],
-            rank,
-            xp,
-            system.dtype,
-            F.device,
-            scale=prior_scale(system.prior, xp),
-        )
-    return stats.nystrom
 
 
 def _gram_diagonal(system):

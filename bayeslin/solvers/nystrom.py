@@ -29,7 +29,7 @@ import numpy as np
 
 from .._backend import create, device, get_namespace, standard_normal
 
-__all__ = ["NystromApproximation", "prior_scale", "randomized_nystrom"]
+__all__ = ["NystromApproximation", "prior_scale", "randomized_nystrom", "sketch_of"]
 
 
 class NystromApproximation:
@@ -47,6 +47,7 @@ class NystromApproximation:
         self.U = U
         self.s = s
         self.scale = scale
+        self.compressed = None
 
     @property
     def rank(self):
@@ -82,26 +83,119 @@ class NystromApproximation:
         -------
         callable
         """
-        U, s = self.U, self.s
-        xp = get_namespace(U)
+        xp = get_namespace(self.U)
+        # In the scaled coordinates P = D + V V^T with V = U sqrt(alpha s).
+        return _Woodbury(self._scaled_diagonal(prior), self.U * xp.sqrt(alpha * self.s)[None, :], self.scale).apply
+
+    def _scaled_diagonal(self, prior):
+        U = self.U
         D = self._scaled_prior(prior)
         if np.ndim(D) == 0:
-            D = create(xp, "full", (U.shape[0],), float(D), dtype=U.dtype, device_=device(U))
-        d_inv = (1.0 / D)[:, None]
-        s_col = None if self.scale is None else self.scale[:, None]
-        # In the scaled coordinates P = D + V V^T with V = U sqrt(alpha s):
-        # Woodbury needs only K = I + V^T D^-1 V (r x r, eigenvalues >= 1).
-        V = U * xp.sqrt(alpha * s)[None, :]
-        W = d_inv * V
-        eye = create(xp, "eye", U.shape[1], dtype=U.dtype, device_=device(U))
-        M = W @ xp.linalg.inv(eye + V.T @ W)
+            D = create(get_namespace(U), "full", (U.shape[0],), float(D), dtype=U.dtype, device_=device(U))
+        return D
 
-        def apply(R):
-            T = R if s_col is None else s_col * R
-            Y = d_inv * T - M @ (W.T @ T)
-            return Y if s_col is None else s_col * Y
+    def compress(self, gram_times):
+        """Form ``U^T (S G S) U`` (one block product of ``rank`` columns), once; return it.
 
-        return apply
+        The control variate of :meth:`control_variate` needs the curvature
+        of ``G`` on the captured subspace exactly, not the sketch's
+        approximation of it.
+
+        Parameters
+        ----------
+        gram_times : callable
+            ``gram_times(V) -> G V`` (unscaled).
+
+        Returns
+        -------
+        array of shape (rank, rank)
+        """
+        if self.compressed is None:
+            U, S = self.U, self.scale
+            GU = gram_times(U) if S is None else S[:, None] * gram_times(S[:, None] * U)
+            C = U.T @ GU
+            self.compressed = 0.5 * (C + C.T)
+        return self.compressed
+
+    def project_noise(self, data_noise):
+        """``U^T S xi`` for data noise ``xi`` of covariance ``G`` (shape (d, k) -> (rank, k))."""
+        S = self.scale
+        return self.U.T @ (data_noise if S is None else S[:, None] * data_noise)
+
+    def control_variate(self, alpha, prior):
+        """The Gaussian ``N(0, P^-1)`` whose draws track posterior samples: a control variate for traces.
+
+        A posterior sample is ``z = H^-1 r`` with ``r = A^1/2 g +
+        sqrt(alpha) xi``, ``cov(xi) = G``. Projecting the data noise onto
+        the captured subspace, ``r~ = A^1/2 g + sqrt(alpha) S^-1 U c`` with
+        ``c = U^T S xi`` (:meth:`project_noise`), has covariance exactly
+        ``P = A + alpha S^-1 U C U^T S^-1``, ``C = U^T S G S U``
+        (:meth:`compress`, which must have been called). So
+        ``v = P^-1 r~ ~ N(0, P^-1)``, whose second moments are known in
+        closed form, and ``v`` is close to ``z`` wherever ``U`` captures the
+        curvature: ``z^T Q z - v^T Q v`` estimates ``Tr(Q H^-1) - Tr(Q P^-1)``
+        with a fraction of the variance of ``z^T Q z`` alone.
+
+        Parameters
+        ----------
+        alpha : float
+        prior : float or array of shape (d,)
+
+        Returns
+        -------
+        solve : callable
+            ``solve(prior_noise, projected) -> v``: ``v = P^-1 r~`` for the
+            prior noise ``g`` (d, k) and ``c`` (rank, k).
+        prior_diagonal : array of shape (d,)
+            ``diag(A P^-1)`` (and ``diag(M~ P^-1) = 1 - diag(A P^-1)``).
+        captured_times : callable
+            ``captured_times(V) = M~ V`` with ``M~ = P - A`` the captured
+            curvature ``alpha S^-1 U C U^T S^-1``.
+        """
+        xp = get_namespace(self.U)
+        C = self.compressed
+        if C is None:
+            raise RuntimeError("control_variate needs compress() first.")
+        lam, Q = xp.linalg.eigh(C)
+        # C is positive semi-definite; a negative eigenvalue is rounding.
+        root = Q * xp.sqrt(xp.clip(alpha * lam, 0.0, None))[None, :]
+        D = self._scaled_diagonal(prior)
+        wood = _Woodbury(D, self.U @ root, self.scale)
+        sqrt_prior = prior**0.5 if np.ndim(prior) == 0 else (prior**0.5)[:, None]
+        S = self.scale
+
+        def solve(prior_noise, projected):
+            data = self.U @ (alpha**0.5 * projected)
+            return wood.apply(sqrt_prior * prior_noise + (data if S is None else data / S[:, None]))
+
+        core = alpha * C
+
+        def captured_times(V):
+            T = V if S is None else V / S[:, None]
+            T = self.U @ (core @ (self.U.T @ T))
+            return T if S is None else T / S[:, None]
+
+        return solve, 1.0 - D * xp.sum(wood.W * wood.M, axis=1), captured_times
+
+
+class _Woodbury:
+    """``P^-1`` for ``P = S^-1 (D + V V^T) S^-1`` (``S`` diagonal or None), through ``K = I + V^T D^-1 V``."""
+
+    def __init__(self, D, V, scale):
+        xp = get_namespace(V)
+        self.d_inv = (1.0 / D)[:, None]
+        self.W = self.d_inv * V
+        eye = create(xp, "eye", V.shape[1], dtype=V.dtype, device_=device(V))
+        # K = I + V^T D^-1 V has eigenvalues >= 1: its inverse is safe.
+        self.M = self.W @ xp.linalg.inv(eye + V.T @ self.W)
+        self.s_col = None if scale is None else scale[:, None]
+
+    def apply(self, R):
+        """``P^-1 R``."""
+        s_col = self.s_col
+        T = R if s_col is None else s_col * R
+        Y = self.d_inv * T - self.M @ (self.W.T @ T)
+        return Y if s_col is None else s_col * Y
 
 
 def prior_scale(prior, xp):
@@ -150,3 +244,33 @@ def randomized_nystrom(gram_times, d, rank, xp, dtype, device_=None, seed=0, sca
     U, S, _ = xp.linalg.svd(B, full_matrices=False)
     s = xp.clip(S * S - nu, 0.0, None)
     return NystromApproximation(U, s, scale)
+
+
+def sketch_of(system, rank):
+    """The Nystrom approximation of a system's ``Phi^T W Phi`` (in its prior's coordinates), formed once per loop.
+
+    Kept in the system's shared statistics: every later system of the same
+    evidence loop (new ``alpha`` and ``A``) reuses it.
+
+    Parameters
+    ----------
+    system : PosteriorPrecision
+    rank : int
+
+    Returns
+    -------
+    NystromApproximation
+    """
+    stats = system.statistics
+    if stats.nystrom is None or stats.nystrom.rank != min(rank, system.shape[0]):
+        F, w, xp = system.features, system.weights, system.xp
+        stats.nystrom = randomized_nystrom(
+            lambda V: F.gram_times(V, w),
+            system.shape[0],
+            rank,
+            xp,
+            system.dtype,
+            F.device,
+            scale=prior_scale(system.prior, xp),
+        )
+    return stats.nystrom
