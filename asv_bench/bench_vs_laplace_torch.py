@@ -16,8 +16,16 @@ training and 1,000 held-out points), then given a posterior by:
   the probit link.
 
 Every (network, method) runs in a fresh subprocess so that its peak memory
-(max RSS) is its own; time covers fit, prior tuning and test predictions.
+(max RSS) is its own; time covers fit, prior tuning and test predictions,
+as wall clock and as the process's CPU time (all its threads: on a shared
+machine the wall clock mostly measures the other jobs).
 ``full`` is skipped above ``--full-max`` parameters (its d x d matrix).
+bayeslin's fits run with ``verbose=True``: every evidence step's prior
+precision, effective dimension, CG iterations and elapsed time go to the
+subprocess's log, and a method that times out or fails prints its last
+lines, so a run cut short still says how far it got. ``--methods`` runs a
+subset, ``--cache DIR`` keeps the trained networks for later runs, and every
+row carries the 1-minute load average when it started.
 
 laplace-torch is an optional benchmark dependency that does not install
 beside torch 2.13's CPU wheel with its declared dependencies (it asks for
@@ -89,7 +97,7 @@ def metrics(p, y):
     return nll, float(ece), float((pred == y).mean())
 
 
-def run_one(width, path, method):
+def run_one(width, path, method, float32=False):
     import resource
     import warnings
 
@@ -101,7 +109,7 @@ def run_one(width, path, method):
     net.eval()
     d = sum(p.numel() for p in net.parameters())
     extra = {}
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     if method == "network":
         with torch.no_grad():
             p = torch.softmax(net(torch.as_tensor(Xte)), 1).numpy()
@@ -110,14 +118,16 @@ def run_one(width, path, method):
         from bayeslin.networks import TorchModule
 
         last = method == "bayeslin last-layer"
-        clf = LinearisedLaplaceClassifier(TorchModule(net), solver="auto" if last else "cg", n_samples=16,
+        # Float64 products on a CPU by default; --float32 is laplace-torch's precision.
+        module = TorchModule(net, dtype=torch.float32 if float32 else None)
+        clf = LinearisedLaplaceClassifier(module, solver="auto" if last else "cg", n_samples=16,
                                           solver_tol=1e-4, max_iter=10, random_state=0,
-                                          parameters=["4"] if last else None)
+                                          parameters=["4"] if last else None, verbose=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             clf.fit(X, y)
         p = clf.predict_proba(Xte)
-        extra = {"steps": clf.n_iter_, "solver": clf.solver_,
+        extra = {"steps": clf.n_iter_, "solver": clf.solver_, "lambda": float(np.mean(clf.lambda_)),
                  "cg_last": None if clf.last_solve_ is None else clf.last_solve_["n_iter"]}
     else:
         from laplace import Laplace
@@ -129,55 +139,93 @@ def run_one(width, path, method):
         la = Laplace(net, "classification", subset_of_weights=subset, hessian_structure=structure)
         la.fit(loader)
         la.optimize_prior_precision(method="marglik", pred_type="glm", link_approx="probit")
-        p = torch.cat([la(torch.as_tensor(Xte[i : i + 250]), pred_type="glm", link_approx="probit")
-                       for i in range(0, len(Xte), 250)]).detach().numpy()
-    elapsed = time.perf_counter() - start
+        # Its GLM predictive forms the Jacobian of a batch, (rows, 10, d) in
+        # float32, and peaks at about 3.5 times that (4.1 GiB for 25 rows at
+        # 994,570 parameters): 250 rows there need about 35 GiB, which is
+        # what made it fail for memory.
+        rows = max(1, min(250, 2**30 // (4 * 10 * d)))
+        p = torch.cat([la(torch.as_tensor(Xte[i : i + rows]), pred_type="glm", link_approx="probit")
+                       for i in range(0, len(Xte), rows)]).detach().numpy()
+        extra = {"predict_rows": rows}
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     nll, ece, acc = metrics(p, yte)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"d": d, "time": elapsed, "peak_gib": peak, "nll": nll, "ece": ece, "acc": acc, **extra}))
+    print(json.dumps({"d": d, "time": elapsed, "cpu": cpu, "peak_gib": peak, "nll": nll, "ece": ece, "acc": acc, **extra}))
+
+
+METHODS = ["network", "bayeslin cg", "bayeslin last-layer", "lt kron", "lt last-layer", "lt full"]
+
+
+def run_method(width, path, method, d, timeout, env, log_dir, float32=False):
+    """Run one (network, method) in a subprocess; print its row, or how far it got."""
+    load = os.getloadavg()[0]
+    log = os.path.join(log_dir, f"{width}-{method.replace(' ', '_')}.log")
+    with open(log, "w") as out:
+        flags = ["--float32"] if float32 else []
+        proc = subprocess.Popen([sys.executable, __file__, "--one", str(width), path, method, *flags], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc = None
+    with open(log) as f:
+        lines = f.read().splitlines()
+    results = [line for line in lines if line.startswith("{")]
+    if rc != 0 or not results:
+        what = f"timed out after {timeout} s" if rc is None else "failed"
+        print(f"{d:>9,}  {method:<20}  {what} (load {load:.1f}); log {log}:", flush=True)
+        steps = [line for line in lines if line.startswith("[bayeslin]")]
+        tail = steps if rc is None and steps else lines[-12:]
+        for line in tail:
+            print(f"{'':>11}| {line}", flush=True)
+        return
+    r = json.loads(results[-1])
+    notes = f"load {load:.1f}"
+    if "steps" in r:
+        notes += f"; {r['solver']}, {r['steps']} evidence steps, lambda {r['lambda']:.4g}"
+        if r["cg_last"] is not None:
+            notes += f", last solve {r['cg_last']} cg iterations"
+    print(f"{r['d']:>9,}  {method:<20}{r['time']:>10.1f}{r['cpu']:>9.1f}{r['peak_gib']:>12.2f}{r['nll']:>8.3f}"
+          f"{r['ece']:>8.3f}{r['acc']:>7.3f}  {notes}", flush=True)
+    for line in lines:
+        if line.startswith("[bayeslin]"):
+            print(f"{'':>11}| {line}", flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[70, 280, 960])
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD",
+                        help=f"subset of {METHODS}")
     parser.add_argument("--full-max", type=int, default=20000, help="largest d for laplace-torch 'full'")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per (network, method)")
+    parser.add_argument("--cache", help="directory to keep the trained networks and logs in (default: temporary)")
+    parser.add_argument("--float32", action="store_true", help="bayeslin's products and solves in float32")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        run_one(int(args.one[0]), args.one[1], args.one[2])
+        run_one(int(args.one[0]), args.one[1], args.one[2], args.float32)
         return
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    print(f"{'d':>9}  {'method':<20}{'time (s)':>10}{'peak (GiB)':>12}{'NLL':>8}{'ECE':>8}{'acc':>7}  notes")
+    print(f"{'d':>9}  {'method':<20}{'time (s)':>10}{'CPU (s)':>9}{'peak (GiB)':>12}{'NLL':>8}{'ECE':>8}{'acc':>7}  notes")
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.cache or tmp
+        os.makedirs(work, exist_ok=True)
         for width in args.widths:
-            path = os.path.join(tmp, f"mlp{width}.pt")
-            t = time.perf_counter()
-            train_acc = train(width, path)
+            path = os.path.join(work, f"mlp{width}.pt")
             d = sum(p.numel() for p in make_net(width).parameters())
-            print(f"{d:>9,}  trained in {time.perf_counter() - t:.0f} s, training accuracy {train_acc:.3f}", flush=True)
-            for method in ["network", "bayeslin cg", "bayeslin last-layer", "lt kron", "lt last-layer", "lt full"]:
+            if not os.path.exists(path):
+                t = time.perf_counter()
+                train_acc = train(width, path)
+                print(f"{d:>9,}  trained in {time.perf_counter() - t:.0f} s, training accuracy {train_acc:.3f}",
+                      flush=True)
+            for method in args.methods:
                 if method == "lt full" and d > args.full_max:
                     print(f"{d:>9,}  {method:<20}  skipped: its d x d matrix is {d * d * 4 / 2**30:.1f} GiB")
                     continue
-                try:
-                    out = subprocess.run([sys.executable, __file__, "--one", str(width), path, method], env=env,
-                                         capture_output=True, text=True, timeout=args.timeout)
-                except subprocess.TimeoutExpired:
-                    print(f"{d:>9,}  {method:<20}  timed out after {args.timeout} s")
-                    continue
-                lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-                if out.returncode != 0 or not lines:
-                    print(f"{d:>9,}  {method:<20}  failed: {(out.stderr.strip().splitlines() or ['?'])[-1][:80]}")
-                    continue
-                r = json.loads(lines[-1])
-                notes = ""
-                if "steps" in r:
-                    notes = f"{r['solver']}, {r['steps']} evidence steps"
-                    if r["cg_last"] is not None:
-                        notes += f", last solve {r['cg_last']} cg iterations"
-                print(f"{r['d']:>9,}  {method:<20}{r['time']:>10.1f}{r['peak_gib']:>12.2f}{r['nll']:>8.3f}"
-                      f"{r['ece']:>8.3f}{r['acc']:>7.3f}  {notes}", flush=True)
+                run_method(width, path, method, d, args.timeout, env, work, args.float32)
 
 
 if __name__ == "__main__":
