@@ -150,7 +150,8 @@ def run_one(width, path, method, float32=False):
     elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     nll, ece, acc = metrics(p, yte)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"d": d, "time": elapsed, "cpu": cpu, "peak_gib": peak, "nll": nll, "ece": ece, "acc": acc, **extra}))
+    print(json.dumps({"d": d, "time": elapsed, "cpu": cpu, "peak_gib": peak, "nll": nll, "ece": ece, "acc": acc,
+                      **extra}))
 
 
 METHODS = ["network", "bayeslin cg", "bayeslin last-layer", "lt kron", "lt last-layer", "lt full"]
@@ -209,7 +210,8 @@ def main():
         run_one(int(args.one[0]), args.one[1], args.one[2], args.float32)
         return
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    print(f"{'d':>9}  {'method':<20}{'time (s)':>10}{'CPU (s)':>9}{'peak (GiB)':>12}{'NLL':>8}{'ECE':>8}{'acc':>7}  notes")
+    print(f"{'d':>9}  {'method':<20}{'time (s)':>10}{'CPU (s)':>9}{'peak (GiB)':>12}{'NLL':>8}{'ECE':>8}{'acc':>7}"
+          "  notes")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.cache or tmp
         os.makedirs(work, exist_ok=True)
