@@ -31,7 +31,7 @@ from ._backend import create, scalar, to_numpy
 from .operators.features import CentringPrecisionError
 from .posterior import Posterior, warn_if_stopped_short
 from .solvers import SOLVERS, ExactFactorization, PosteriorPrecision, SampleDraws
-from .solvers.cg import auto_preconditioner
+from .solvers.cg import NYSTROM_MIN_GAIN, auto_preconditioner
 from .solvers.exact import PosteriorMean, group_sums
 from .solvers.nystrom import sketch_of
 
@@ -570,12 +570,17 @@ def fit_evidence(
     projected = {}
 
     def control_draws(system):
-        """``(v, diag(A P^-1), passes)`` of the control variate at the system's hyperparameters, or None."""
+        """``((v, diag(A P^-1), M~ v) or None, passes)``: the control variate at the system's hyperparameters."""
         if control_rank is None:
-            return None
+            return None, 0.0
         stats = system.statistics
         passes = 0.0 if stats.nystrom is not None and stats.nystrom.rank == min(control_rank, d) else control_rank
         approx = sketch_of(system, control_rank)
+        if approx.gain(system.alpha, system.prior) < NYSTROM_MIN_GAIN:
+            # A flat captured spectrum (hashed sparse or well-conditioned
+            # features) leaves the samples' error where it was, and the
+            # d x r work per step would cost more than the solve.
+            return None, passes / (draws.n_samples + 1)
         if approx.compressed is None:
             approx.compress(lambda V: features.gram_times(V, w))
             passes += approx.rank
@@ -584,7 +589,7 @@ def fit_evidence(
             projected.update(key=key, c=approx.project_noise(draws.data_noise))
         solve_control, prior_diagonal, captured_times = approx.control_variate(system.alpha, system.prior)
         v = solve_control(draws.prior_noise, projected["c"])
-        return v, prior_diagonal, captured_times(v), passes / (draws.n_samples + 1)
+        return (v, prior_diagonal, captured_times(v)), passes / (draws.n_samples + 1)
 
     coef, samples = (None, None) if warm is None else warm
     results, scores = [], []
@@ -618,10 +623,10 @@ def fit_evidence(
             gammas = fact.effective_dims(alpha, prior, None if scalar_prior else group_list)
             gamma_se[:] = 0.0
         else:
-            control = control_draws(system)
-            if control is not None:
+            control, passes = control_draws(system)
+            if passes:
                 # The sketch's products count as passes of this step (in products of k + 1 columns).
-                res.info["passes"] = res.info.get("passes", res.n_iter) + control[3]
+                res.info["passes"] = res.info.get("passes", res.n_iter) + passes
             gammas, gamma_se[:] = estimate_effective_dims(
                 system,
                 samples,
@@ -631,7 +636,7 @@ def fit_evidence(
                 None if scalar_prior else group_list,
                 noise_estimate,
                 True,
-                control=None if control is None else control[:3],
+                control=control,
             )
         return res, PosteriorMean(coef), sse, gammas
 
