@@ -379,21 +379,20 @@ GROUP_WARN_RTOL = 0.05
 
 
 def _groups_undecided(gammas, gamma_se):
-    """Index of the group whose gamma has the largest relative Monte Carlo error, and whether it exceeds GROUP_WARN_RTOL."""
+    """``(worst, rel, undecided)``: the group whose gamma has the largest relative Monte Carlo error, that error, and whether it exceeds GROUP_WARN_RTOL."""
     rel = gamma_se / np.maximum(gammas, np.finfo(float).tiny)
     worst = int(np.argmax(rel))
-    return worst, bool(rel[worst] > GROUP_WARN_RTOL)
+    return worst, float(rel[worst]), bool(rel[worst] > GROUP_WARN_RTOL)
 
 
 def _warn_if_groups_undecided(gammas, gamma_se, n_samples):
     """Warn (ConvergenceWarning) when some group's gamma, hence its lambda, carries a large Monte Carlo error."""
-    rel = gamma_se / np.maximum(gammas, np.finfo(float).tiny)
-    worst, undecided = _groups_undecided(gammas, gamma_se)
+    worst, rel, undecided = _groups_undecided(gammas, gamma_se)
     if undecided:
         warnings.warn(
             f"The prior precision of parameter group {worst} is undecided by the posterior samples: its effective "
             f"dimension is {gammas[worst]:.4g} +- {gamma_se[worst]:.2g} (Monte Carlo standard error with "
-            f"{n_samples} samples), so its lambda carries about {rel[worst]:.0%} relative error. Increase "
+            f"{n_samples} samples), so its lambda carries about {rel:.0%} relative error. Increase "
             f"n_samples, use solver='exact' if the network is small enough, or prior_structure='scalar'.",
             ConvergenceWarning,
         )
@@ -573,9 +572,10 @@ def fit_evidence(
         """``((v, diag(A P^-1), M~ v) or None, passes)``: the control variate at the system's hyperparameters."""
         if control_rank is None:
             return None, 0.0
-        stats = system.statistics
-        passes = 0.0 if stats.nystrom is not None and stats.nystrom.rank == min(control_rank, d) else control_rank
+        before = system.statistics.nystrom
         approx = sketch_of(system, control_rank)
+        # Forming the sketch here (sgd, or cg without it) is one product of rank columns.
+        passes = 0.0 if approx is before else float(approx.rank)
         if approx.gain(system.alpha, system.prior) < NYSTROM_MIN_GAIN:
             # A flat captured spectrum (hashed sparse or well-conditioned
             # features) leaves the samples' error where it was, and the
@@ -659,7 +659,7 @@ def fit_evidence(
         if callback is not None:
             callback(it, alpha, lambdas[0] if len(lambdas) == 1 else lambdas.copy(), float(np.sum(gammas)), res)
         undecided = _too_uncertain(gammas, gamma_se, n_eff, tune_alpha) or (
-            tune_lambda and not scalar_prior and _groups_undecided(gammas, gamma_se)[1]
+            tune_lambda and not scalar_prior and _groups_undecided(gammas, gamma_se)[2]
         )
         if draws is not None and draws.n_samples < max_samples and undecided:
             # The updates would follow Monte Carlo noise rather than the
