@@ -27,6 +27,29 @@ def _wide(n=60, d=150, seed=0):
     return X, y
 
 
+@pytest.mark.parametrize(
+    "n, d, per_group, expected",
+    [
+        # Scalar prior: min(n, d) against 32 products of k + 1 = 17 columns.
+        (5000, 1088, False, True),
+        (5000, 1089, False, False),
+        (1000, 50_000, False, True),
+        # Per-group prior: the d x d Gram against 32 products of the grown
+        # 16 x 16 + 1 columns, and d^3 / 3 per step against 8 products.
+        (18_000, 2410, True, True),
+        (1000, 2410, True, False),
+        (10**6, 16_448, True, True),
+        (10**6, 16_449, True, False),
+    ],
+)
+def test_exact_trace_limit(n, d, per_group, expected):
+    class Shape:
+        shape = (n, d)
+        gram = kernel = staticmethod(lambda *args: None)
+
+    assert exact_traces_affordable(Shape(), 16, scalar_prior=not per_group) is expected
+
+
 @pytest.mark.parametrize("solver", ["cg", "sgd"])
 def test_iterative_matches_exact_where_the_spectrum_is_cheap(solver):
     X, y = _wide()
