@@ -441,7 +441,12 @@ default=None
         the best conditioned of the fit (1.0 when ``w`` is zero).
     prior_structure : {'scalar', 'layerwise'}, default='scalar'
         One prior precision for all parameters, or one per layer (its
-        weights and bias together).
+        weights and bias together). The iterative solvers take each layer's
+        effective dimension exactly on networks small enough for the
+        ``d x d`` Gram matrix (see the design page); past that the samples
+        estimate it, and a layer the data barely determine (typically the
+        input layer) can stay undecided, which the fit reports with a
+        ConvergenceWarning.
     normalize : {None, 'g-prior'}, default=None
         ``'g-prior'``: scale the prior of each parameter by the diagonal of
         the curvature ``J^T B J`` (normalised to mean one and floored at

@@ -19,7 +19,8 @@ class DataStatistics:
     max_row_sq_norm : float or None
         ``max_i w_i ||phi_i||^2`` (sgd).
     gram_diagonal : array of shape (d,) or None
-        ``diag(Phi^T W Phi)`` (cg's Jacobi preconditioner).
+        ``diag(Phi^T W Phi)`` (cg's Jacobi preconditioner, the per-group
+        effective dimensions' diagonal control variate).
     nystrom : NystromApproximation or None
         Randomized Nystrom approximation of ``Phi^T W Phi`` (cg's Nystrom preconditioner).
     """
@@ -90,6 +91,17 @@ class PosteriorPrecision:
     def weights(self):
         """The sample weights ``w`` (``None``: all ones)."""
         return None if self.sqrt_weights is None else self.sqrt_weights**2
+
+    def gram_diagonal(self):
+        """``diag(Phi^T W Phi)``, shape ``(d,)``: one pass, computed once per loop (shared statistics)."""
+        stats = self.statistics
+        if stats.gram_diagonal is None:
+            stats.gram_diagonal = self.features.col_sq_norms(self.weights)
+        return stats.gram_diagonal
+
+    def diagonal(self):
+        """``diag(H) = alpha diag(Phi^T W Phi) + diag(A)``, shape ``(d,)``."""
+        return self.alpha * self.gram_diagonal() + self.prior
 
     def prior_times(self, V):
         """Return ``A @ V``."""

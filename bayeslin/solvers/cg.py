@@ -150,7 +150,7 @@ def _preconditioner(system, name, rank):
     if name is None:
         return None
     if name == "jacobi":
-        diag_inv = 1.0 / _diagonal(system)[:, None]
+        diag_inv = 1.0 / system.diagonal()[:, None]
         return lambda R: R * diag_inv
     if name == "nystrom":
         approx = sketch_of(system, rank)
@@ -169,16 +169,3 @@ def auto_preconditioner(d, rank):
     """
     rank = min(rank, d // NYSTROM_MIN_DIM_FACTOR)
     return ("nystrom", rank) if rank >= NYSTROM_MIN_RANK else (None, rank)
-
-
-def _gram_diagonal(system):
-    """``diag(Phi^T W Phi)``, computed once per loop (shared statistics)."""
-    stats = system.statistics
-    if stats.gram_diagonal is None:
-        stats.gram_diagonal = system.features.col_sq_norms(system.weights)
-    return stats.gram_diagonal
-
-
-def _diagonal(system):
-    """Diagonal of ``H``: ``alpha * sum_i w_i Phi_ij^2 + A_jj``."""
-    return system.alpha * _gram_diagonal(system) + system.prior
