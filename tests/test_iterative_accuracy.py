@@ -28,26 +28,29 @@ def _wide(n=60, d=150, seed=0):
 
 
 @pytest.mark.parametrize(
-    "n, d, per_group, expected",
+    "n, d, k, per_group, expected",
     [
-        # Scalar prior: min(n, d) against 32 products of k + 1 = 17 columns.
-        (5000, 1088, False, True),
-        (5000, 1089, False, False),
-        (1000, 50_000, False, True),
-        # Per-group prior: the d x d Gram against 32 products of the grown
-        # 16 x 16 + 1 columns, and d^3 / 3 per step against 8 products.
-        (18_000, 2410, True, True),
-        (1000, 2410, True, False),
-        (10**6, 16_448, True, True),
-        (10**6, 16_449, True, False),
+        # min(n, d) (d for a per-group prior) against 32 products of k + 1 columns.
+        (5000, 1088, 16, False, True),
+        (5000, 1089, 16, False, False),
+        (1000, 50_000, 16, False, True),
+        (18_000, 1088, 16, True, True),
+        (18_000, 2410, 16, True, False),
+        # The grown sample count (16 x 16) when the samples cannot decide a step.
+        (18_000, 2410, 256, True, True),
+        (10**6, 16_448, 256, True, True),
+        (10**6, 16_449, 256, True, False),
+        # A per-group prior's per-step Cholesky (d^3 / 3) against 8 products.
+        (1000, 2410, 256, True, True),
+        (100, 2410, 256, True, False),
     ],
 )
-def test_exact_trace_limit(n, d, per_group, expected):
+def test_exact_trace_limit(n, d, k, per_group, expected):
     class Shape:
         shape = (n, d)
         gram = kernel = staticmethod(lambda *args: None)
 
-    assert exact_traces_affordable(Shape(), 16, scalar_prior=not per_group) is expected
+    assert exact_traces_affordable(Shape(), k, scalar_prior=not per_group) is expected
 
 
 @pytest.mark.parametrize("solver", ["cg", "sgd"])
