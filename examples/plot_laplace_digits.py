@@ -20,8 +20,8 @@ accuracy, and, on corrupted held-out digits (Gaussian pixel noise, pixel
 shifts), the NLL and the mean predictive entropy: a model that knows what it
 does not know should be less confident (higher entropy) there.
 
-Measured on a 2-core CPU (``python examples/plot_laplace_digits.py``, 53 s
-in all, 34 s of it the dense layerwise fit; numbers vary slightly with the
+Measured on a 2-core CPU (``python examples/plot_laplace_digits.py``, 20 s
+in all, 10 s of it the layerwise fit; numbers vary slightly with the
 platform's BLAS; ``H`` is the mean predictive entropy in nats, at most ln 10
 = 2.303)::
 
@@ -29,9 +29,9 @@ platform's BLAS; ``H`` is the mean predictive entropy in nats, at most ln 10
     -------------------------------------------------------------------------------------------------------------------------------
     MLP                   0.973   0.092   0.017          0.627        0.329          2.739        0.455          7.999        0.569
     last-layer Laplace    0.976   0.113   0.042          0.567        0.638          1.685        0.969          4.094        1.224
-    Laplace (probit)      0.973   0.215   0.133          0.772        1.329          1.542        1.735          2.959        1.823
-    Laplace (MC, 32)      0.976   0.315   0.205          0.942        1.450          1.769        1.718          3.799        1.797
-    Laplace g-prior       0.976   0.312   0.193          2.168        2.298          2.250        2.301          2.318        2.287
+    Laplace (probit)      0.973   0.215   0.133          0.772        1.329          1.542        1.736          2.959        1.823
+    Laplace (MC, 32)      0.976   0.315   0.206          0.942        1.450          1.769        1.718          3.799        1.797
+    Laplace g-prior       0.976   0.311   0.192          2.168        2.298          2.249        2.301          2.318        2.287
     Laplace layerwise     0.976   0.138   0.064          0.611        0.877          1.547        1.290          3.411        1.525
 
 What the table says, honestly: on clean held-out digits the bare network is
