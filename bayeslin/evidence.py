@@ -462,8 +462,8 @@ class _SecantDamping:
     ``|g|``), ``gamma_g`` falls about as fast as ``lambda_g`` rises, so the
     update ``lambda_g <- gamma_g / |w_g|^2`` has slope near -1 in
     ``log lambda``: it swings about the fixed point and settles slowly, if
-    at all (19 steps for the input layer of a digits MLP with exact traces;
-    on sampled traces, whose noise steepens the slope, not in 50). Where
+    at all (19 steps at ``tol=1e-3`` for the input layer of a digits MLP
+    with exact traces; on sampled traces it had not settled in 50). Where
     a group's step changes sign, the slope ``s`` of the map is measured
     from its last two values and the step scaled by ``1 / (1 - s)``, the
     secant root of ``log lambda -> update - log lambda``: the same fixed
