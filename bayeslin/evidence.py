@@ -358,9 +358,10 @@ def min_variance_mean(estimates, return_se=False):
         # for six estimates from 16 draws, which the spread over repeated
         # fits shows).
         k = combined.shape[0]
-        loss = (k - 2) / (k - m - 1) if k > m + 1 else np.inf
         if m == 1:
-            loss = 1.0 if k > 1 else np.inf
+            loss = 1.0 if k > 1 else np.inf  # one estimate: no weights fitted
+        else:
+            loss = (k - 2) / (k - m - 1) if k > m + 1 else np.inf
         se = float(np.std(combined, ddof=m) * np.sqrt(loss / k)) if np.isfinite(loss) else np.inf
         return float(np.mean(combined)), se
     return float(np.mean(combined))
